@@ -1,0 +1,115 @@
+"""Dataset plumbing shared by all layouts: the item list, the torch Dataset, batching, seeded splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .sample import Sample, read_image, read_mask
+
+__all__ = ["Item", "AnomalyDataset", "Batch", "collate", "seeded_split", "require_dir", "DatasetLayoutError"]
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """The folder does not have the layout the chosen loader expects."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a dataset index (paths only; pixels are read lazily)."""
+
+    image: Path
+    mask: Path | None
+    label: int
+    defect_type: str
+
+
+def require_dir(path: Path, what: str, hint: str) -> Path:
+    if not path.is_dir():
+        raise DatasetLayoutError(f"expected {what} at {path}, found nothing there. {hint}")
+    return path
+
+
+def seeded_split(paths: Sequence[Path], train_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic split of `paths` into (train, rest): sort, permute with numpy's PCG64(seed), cut.
+
+    Independent of file-system listing order, so the same files always give the same split.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    ordered = sorted(paths, key=lambda p: str(p))
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    n_train = int(round(train_fraction * len(ordered)))
+    train = sorted(ordered[i] for i in perm[:n_train])
+    rest = sorted(ordered[i] for i in perm[n_train:])
+    return train, rest
+
+
+class AnomalyDataset(Dataset):
+    """A list of Items read on demand into Samples at a fixed square size.
+
+    mask_threshold: grey/255 above which a mask pixel is anomalous (layout-specific, see read_mask).
+    """
+
+    def __init__(self, items: Sequence[Item], image_size: int | None, mask_threshold: float, name: str):
+        self.items = list(items)
+        self.image_size = image_size
+        self.mask_threshold = mask_threshold
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        it = self.items[index]
+        image = read_image(it.image, self.image_size)
+        if it.mask is not None:
+            mask = read_mask(it.mask, self.image_size, self.mask_threshold)
+            if mask.shape[-2:] != image.shape[-2:]:
+                raise ValueError(
+                    f"mask {it.mask} is {tuple(mask.shape[-2:])} but its image is {tuple(image.shape[-2:])}; "
+                    "give an image_size so both are resized, or fix the mask file"
+                )
+        elif it.label == 0:
+            mask = torch.zeros(1, *image.shape[-2:])
+        else:
+            mask = None
+        return Sample(image=image, mask=mask, label=it.label, path=str(it.image), defect_type=it.defect_type)
+
+    @property
+    def labels(self) -> list[int]:
+        return [it.label for it in self.items]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for it in self.items:
+            out[it.defect_type] = out.get(it.defect_type, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A collated list of Samples. masks is None when any sample lacks one."""
+
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    masks: torch.Tensor | None  # (B, 1, H, W) {0, 1}
+    labels: torch.Tensor  # (B,) int64
+    paths: tuple[str, ...]
+    defect_types: tuple[str, ...]
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    masks = None
+    if all(s.mask is not None for s in samples):
+        masks = torch.stack([s.mask for s in samples])  # type: ignore[misc]
+    return Batch(
+        images=torch.stack([s.image for s in samples]),
+        masks=masks,
+        labels=torch.tensor([s.label for s in samples], dtype=torch.int64),
+        paths=tuple(s.path for s in samples),
+        defect_types=tuple(s.defect_type for s in samples),
+    )

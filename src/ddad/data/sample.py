@@ -1,0 +1,98 @@
+"""The one sample type every dataset returns, and robust image / mask reading.
+
+Images are float32 tensors (3, H, W) in [0, 1]; masks are float32 (1, H, W) with values {0, 1}.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["Sample", "ImageReadError", "read_image", "read_mask", "IMAGE_EXTENSIONS", "list_images"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file could not be decoded (missing, truncated, not an image)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    image: (3, H, W) float32 in [0, 1].  mask: (1, H, W) float32 {0, 1}, or None where the layout has none
+    (good images get an all-zero mask when a size is known).  label: 0 good, 1 anomalous.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor | None
+    label: int
+    path: str
+    defect_type: str
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Sorted image files (by extension, case-insensitive) directly inside `folder`."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError as e:
+        raise ImageReadError(f"image file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageReadError(
+            f"cannot read image {path}: {e}. Expected a complete PNG/JPEG/BMP/TIFF file; "
+            "re-export or remove it."
+        ) from e
+    return img
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] for any PIL mode: grey, 16-bit, RGBA (alpha dropped), palette."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top, 0.0, 1.0)
+        return np.repeat(arr[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """Read an image as (3, size, size) float32 in [0, 1] (bicubic resize with antialiasing)."""
+    img = _open(Path(path))
+    arr = _to_rgb_array(img)
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    if size is not None and (t.shape[1] != size or t.shape[2] != size):
+        t = torch.nn.functional.interpolate(
+            t[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
+        )[0].clamp(0, 1)
+    return t.contiguous()
+
+
+def read_mask(path: str | Path, size: int | None = None, threshold: float = 0.5) -> torch.Tensor:
+    """Read a ground-truth mask as (1, size, size) float32 {0,1}.
+
+    Nearest-neighbour resize (never bilinear: that dilates or erodes thin defects), then binarised:
+    a pixel is anomalous where its grey value / 255 > threshold (MVTec 0/255 masks: 0.5; MTD soft edges:
+    128/255; VisA label-index masks: 0.0, i.e. any non-zero label).
+    """
+    img = _open(Path(path))
+    if img.mode not in ("L", "1", "P", "I", "I;16", "F"):
+        img = img.convert("L")
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.NEAREST)
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode == "1":
+        arr = arr * 255.0
+    m = (arr / 255.0 > threshold).astype(np.float32)
+    return torch.from_numpy(m)[None]

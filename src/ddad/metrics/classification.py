@@ -1,0 +1,97 @@
+"""Exact threshold-sweep metrics for binary scores: AUROC, average precision, F1-max.
+
+Each is validate -> sort once -> compute. Ties are grouped (one curve point per distinct score), so the
+values equal scikit-learn's roc_auc_score / average_precision_score exactly. Works on images (one score
+each) and on pixels (flattened maps, float32, tens of millions of entries).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BinaryCurve", "binary_curve", "auroc", "average_precision", "f1_max", "roc_curve"]
+
+
+@dataclass(frozen=True)
+class BinaryCurve:
+    """Counts at every distinct threshold, highest first: predicting positive where score >= thresholds[i]."""
+
+    thresholds: np.ndarray  # (K,) descending
+    tps: np.ndarray  # (K,) true positives
+    fps: np.ndarray  # (K,) false positives
+    n_pos: int
+    n_neg: int
+
+
+def _validate(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores and labels differ in size: {scores.shape} vs {labels.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf; check the anomaly maps")
+    if labels.dtype != bool:
+        uniq = np.unique(labels)
+        if not np.isin(uniq, (0, 1)).all():
+            raise ValueError(f"labels must be 0/1 or bool, got values {uniq[:10]}")
+        labels = labels.astype(bool)
+    return scores, labels
+
+
+def binary_curve(scores: np.ndarray, labels: np.ndarray) -> BinaryCurve:
+    scores, labels = _validate(scores, labels)
+    order = np.argsort(scores, kind="stable")[::-1]
+    s = scores[order]
+    y = labels[order]
+    del order
+    # last index of every run of equal scores -> one point per distinct threshold
+    distinct = np.flatnonzero(np.diff(s)) if s.size > 1 else np.empty(0, dtype=np.int64)
+    ends = np.concatenate([distinct, [s.size - 1]]) if s.size else np.empty(0, dtype=np.int64)
+    tps = np.cumsum(y, dtype=np.int64)[ends]
+    fps = (ends + 1) - tps
+    n_pos = int(tps[-1]) if tps.size else 0
+    return BinaryCurve(thresholds=s[ends], tps=tps, fps=fps, n_pos=n_pos, n_neg=int(s.size - n_pos))
+
+
+def _need_both(curve: BinaryCurve, name: str) -> None:
+    if curve.n_pos == 0 or curve.n_neg == 0:
+        raise ValueError(f"{name} needs both positive and negative samples (got {curve.n_pos} pos, {curve.n_neg} neg)")
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
+    c = binary_curve(scores, labels)
+    _need_both(c, "ROC")
+    fpr = np.concatenate([[0.0], c.fps / c.n_neg])
+    tpr = np.concatenate([[0.0], c.tps / c.n_pos])
+    return fpr, tpr, np.concatenate([[np.inf], c.thresholds])
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoidal over distinct thresholds; ties count one half)."""
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _precision_recall(c: BinaryCurve) -> tuple[np.ndarray, np.ndarray]:
+    precision = c.tps / np.maximum(c.tps + c.fps, 1)
+    recall = c.tps / c.n_pos
+    return precision, recall
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AP = sum_n (R_n - R_{n-1}) P_n (step interpolation, as scikit-learn)."""
+    c = binary_curve(scores, labels)
+    _need_both(c, "average precision")
+    precision, recall = _precision_recall(c)
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Best F1 over all thresholds."""
+    c = binary_curve(scores, labels)
+    _need_both(c, "F1-max")
+    p, r = _precision_recall(c)
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0.0)
+    return float(f1.max())
