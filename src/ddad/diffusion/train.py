@@ -1,0 +1,141 @@
+"""Training the eps-prediction UNet on nominal images (DDPM objective), resumable from safetensors checkpoints.
+
+Every step draws its batch, timesteps and noise from a generator seeded by (seed, step), so a run resumed
+from step k continues exactly as the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_json, load_tensors, save_json, save_tensors
+from ..config import TrainConfig
+from .schedule import NoiseSchedule
+
+__all__ = ["TrainResult", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_NAME = "last"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    start_step: int
+    steps: int  # total optimiser steps done (including resumed ones)
+    final_loss: float
+    seconds: float
+    images_per_second: float
+
+
+def data_fingerprint(images: torch.Tensor) -> str:
+    """Short content hash of the training tensor (stored with checkpoints; resume checks it)."""
+    q = (images.float().clamp(-1, 1) * 127.5).round().to(torch.int8).cpu().numpy()
+    return hashlib.sha256(q.tobytes() + str(tuple(images.shape)).encode()).hexdigest()[:16]
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
+
+
+def _save(ckpt: Path, model, ema, opt, step: int, loss: float, fingerprint: str, meta: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.items()})
+    state = opt.state_dict()
+    for i, s in state["state"].items():
+        tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in s.items()})
+    save_tensors(tensors, ckpt.with_suffix(".safetensors"))
+    save_json({"step": step, "loss": loss, "fingerprint": fingerprint, "param_groups": state["param_groups"],
+               **meta}, ckpt.with_suffix(".json"))
+
+
+def _load(ckpt: Path, model, opt, fingerprint: str) -> tuple[int, dict[str, torch.Tensor] | None]:
+    info = load_json(ckpt.with_suffix(".json"))
+    if info.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"checkpoint {ckpt} was trained on other data (fingerprint {info.get('fingerprint')} vs {fingerprint}); "
+            "use a new run directory or drop --resume"
+        )
+    tensors = load_tensors(ckpt.with_suffix(".safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} or None
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            opt_state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": info["param_groups"]})
+    return int(info["step"]), ema
+
+
+def train_diffusion(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    images: torch.Tensor,
+    cfg: TrainConfig,
+    ckpt_dir: str | Path,
+    resume: bool = False,
+    meta: dict | None = None,
+    progress: bool = False,
+) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
+    """Train `model` (eps prediction) on nominal images (N, 3, H, W) in [-1, 1]; returns (result, ema weights)."""
+    if images.shape[0] == 0:
+        raise ValueError("no training images: the nominal training set is empty")
+    device = next(model.parameters()).device
+    ckpt = Path(ckpt_dir) / CHECKPOINT_NAME
+    fingerprint = data_fingerprint(images)
+    opt = _optimizer(model, cfg)
+    step, ema = 0, None
+    if resume and ckpt.with_suffix(".json").is_file():
+        step, ema = _load(ckpt, model, opt, fingerprint)
+        log.info("resumed from %s at step %d", ckpt, step)
+    if cfg.ema_decay > 0 and ema is None:
+        ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    amp = cfg.mixed_precision and device.type == "cuda"
+    model.train()
+    start_step, t0, loss_val = step, time.perf_counter(), float("nan")
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    while step < cfg.steps:
+        # 1. batch, timesteps and noise from a (seed, step) generator: exact resume
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=g)
+        t = torch.randint(schedule.num_train_timesteps, (cfg.batch_size,), generator=g)
+        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=g)
+        x0, t, noise = images[idx].to(device), t.to(device), noise.to(device)
+        # 2. loss ||eps - eps_theta(x_t, t)||^2
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(schedule.q_sample(x0, t, noise), t).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        # 3. EMA, progress, checkpoints
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    ema[k].lerp_(v.float(), 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
+        loss_val = float(loss)
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{loss_val:.4f}", img_s=f"{(step - start_step) * cfg.batch_size / elapsed:.1f}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(ckpt, model, ema, opt, step, loss_val, fingerprint, meta or {})
+    bar.close()
+    model.eval()
+    seconds = time.perf_counter() - t0
+    done = step - start_step
+    return TrainResult(start_step, step, loss_val, seconds, done * cfg.batch_size / max(seconds, 1e-9)), ema

