@@ -12,3 +12,24 @@ def tiny_object(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     spec = SyntheticSpec(category="object", size=32, n_train=12, n_test_good=4, n_test_per_defect=2, seed=1)
     return make_synthetic_dataset(root, spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_object, tmp_path_factory):
+    """A saved, calibrated 32-px model (a few training steps: for plumbing tests, not accuracy)."""
+    from ddad.config import DDADConfig, apply_overrides
+    from ddad.data import load_dataset
+    from ddad.detector import Detector
+    from ddad.pipeline import stack_images
+
+    cfg = apply_overrides(DDADConfig(), [
+        "data.image_size=32", "model.preset=cpu-32", "train.steps=2", "train.batch_size=4", "sampling.steps=2",
+        "sampling.batch_size=8", "scoring.sigma=1.0", "features.layers=[1,2]", f"data.root={tiny_object}",
+    ])
+    images = stack_images(load_dataset("mvtec", tiny_object, "train", image_size=32))
+    out = tmp_path_factory.mktemp("tiny_model")
+    det = Detector.create(cfg)
+    det.fit(images[:8], out)
+    det.calibrate(images[8:])
+    det.save(out)
+    return out

@@ -73,7 +73,9 @@ class Detector:
 
     @classmethod
     def create(cls, cfg: DDADConfig) -> "Detector":
-        unet = build_unet(cfg.model.preset, cfg.data.image_size)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left untouched
+            torch.manual_seed(cfg.train.seed)
+            unet = build_unet(cfg.model.preset, cfg.data.image_size)
         log.info("UNet preset %s: %.2f M parameters", cfg.model.preset, count_parameters(unet) / 1e6)
         return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights))
 

@@ -33,6 +33,8 @@ class EvalResult:
     records: tuple[ImageRecord, ...]
     maps: np.ndarray | None  # (N, H, W) float32 when kept
     masks: np.ndarray | None  # (N, H, W) bool when kept
+    reconstructions: np.ndarray | None = None  # (N, H, W, 3) uint8 when kept
+    inputs: np.ndarray | None = None  # (N, H, W, 3) uint8 when kept
 
     def summary(self) -> dict:
         return {**self.metrics.as_dict(), "seconds_per_image": self.seconds_per_image,
@@ -51,6 +53,8 @@ def evaluate_detector(detector, dataset: AnomalyDataset, progress: bool = False,
     loader = DataLoader(dataset, batch_size=detector.cfg.sampling.batch_size, shuffle=False, collate_fn=collate)
     acc = MapAccumulator()
     records: list[ImageRecord] = []
+    recon: list[np.ndarray] = []
+    inputs: list[np.ndarray] = []
     seconds = 0.0
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True):
         t0 = time.perf_counter()
@@ -59,10 +63,18 @@ def evaluate_detector(detector, dataset: AnomalyDataset, progress: bool = False,
         scores = pred.scores.cpu().numpy()
         masks = None if batch.masks is None else batch.masks[:, 0].numpy()
         acc.add(scores, batch.labels.numpy(), pred.maps.cpu().numpy(), masks)
+        if keep_maps:
+            recon.append(_uint8(pred.reconstructions))
+            inputs.append(_uint8(batch.images))
         records += [ImageRecord(p, d, int(l), float(s)) for p, d, l, s in
                     zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores)]
     metrics = acc.compute()
     maps = np.concatenate(acc.maps) if keep_maps and acc.maps else None
     masks = np.concatenate(acc.masks) if keep_maps and acc.masks else None
     return EvalResult(metrics, seconds / max(len(dataset), 1), peak_memory_mb(detector.device), tuple(records),
-                      maps, masks)
+                      maps, masks, np.concatenate(recon) if recon else None,
+                      np.concatenate(inputs) if inputs else None)
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["Sample", "ImageReadError", "read_image", "read_mask", "IMAGE_EXTENSIONS", "list_images"]
+__all__ = [
+    "Sample", "ImageReadError", "ImageCorruptError", "ImageSizeError", "read_image", "read_mask", "decode_image", "IMAGE_EXTENSIONS", "list_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,18 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class ImageReadError(ValueError):
     """An image file could not be decoded (missing, truncated, not an image)."""
+
+
+class ImageCorruptError(ImageReadError):
+    """An image's header is readable but its data is truncated or corrupt."""
+
+
+class ImageSizeError(ImageReadError):
+    """An image is decodable but too large or too small to score (too_large tells which)."""
+
+    def __init__(self, message: str, too_large: bool):
+        super().__init__(message)
+        self.too_large = too_large
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,36 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """Read an image as (3, size, size) float32 in [0, 1] (bicubic resize with antialiasing)."""
-    img = _open(Path(path))
+    return _to_tensor(_open(Path(path)), size)
+
+
+def decode_image(data: bytes, size: int | None = None, max_pixels: int = 50_000_000, min_side: int = 16) -> torch.Tensor:
+    """Decode uploaded bytes like read_image. The pixel count is checked from the header, before decoding,
+    so a small file that claims 20000x20000 pixels is refused without allocating it.
+
+    Raises ImageReadError (not an image), ImageCorruptError (truncated data), ImageSizeError (too large/small).
+    """
+    import io
+
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageSizeError(f"image has too many pixels ({e})", too_large=True) from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(f"not an image file ({e}); send a PNG, JPEG, BMP or TIFF") from e
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageSizeError(f"image is {w}x{h} = {w * h} pixels; at most {max_pixels} are accepted", too_large=True)
+    if min(w, h) < min_side:
+        raise ImageSizeError(f"image is {w}x{h}; at least {min_side}x{min_side} pixels are needed", too_large=False)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageCorruptError(f"image data is truncated or corrupt ({e})") from e
+    return _to_tensor(img, size)
+
+
+def _to_tensor(img: Image.Image, size: int | None) -> torch.Tensor:
     arr = _to_rgb_array(img)
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     if size is not None and (t.shape[1] != size or t.shape[2] != size):

@@ -128,7 +128,7 @@ def train_diffusion(
             with torch.no_grad():
                 for k, v in model.state_dict().items():
                     ema[k].lerp_(v.float(), 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
-        loss_val = float(loss)
+        loss_val = loss.item()
         elapsed = time.perf_counter() - t0
         bar.set_postfix(loss=f"{loss_val:.4f}", img_s=f"{(step - start_step) * cfg.batch_size / elapsed:.1f}")
         bar.update(1)

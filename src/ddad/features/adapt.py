@@ -84,7 +84,7 @@ def adapt_extractor(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             steps += 1
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update(1)

@@ -1,0 +1,239 @@
+"""Command line: ddad {demo, train, adapt, evaluate, predict, info}. Thin wrappers over ddad.pipeline."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("ddad")
+
+
+def _config(args: argparse.Namespace, default: str | None = None):
+    from .config import load_config
+
+    path = args.config or (str(resources.files("ddad") / "configs" / default) if default else None)
+    return load_config(path, args.set or [])
+
+
+def _dataset(cfg, args: argparse.Namespace, split: str = "test"):
+    from .data import load_dataset
+
+    root = args.data or cfg.data.root
+    layout = args.layout or cfg.data.layout
+    category = args.category or cfg.data.category
+    return load_dataset(layout, root, split, category, cfg.data.image_size, cfg.data.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import run_train
+
+    cfg = _config(args)
+    det = run_train(cfg, args.out, resume=args.resume)
+    print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .pipeline import run_adapt
+
+    cfg = None
+    if args.set or args.config:
+        base = Detector.load(args.model).cfg
+        from .config import apply_overrides, load_config
+
+        cfg = load_config(args.config, args.set or []) if args.config else apply_overrides(base, args.set)
+    run_adapt(args.model, cfg)
+    print(f"adapted feature extractor saved to {args.model}/extractor.safetensors")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .pipeline import metrics_markdown, run_evaluate
+
+    det = Detector.load(args.model, args.device)
+    if args.set:
+        from .config import apply_overrides
+
+        det.cfg = apply_overrides(det.cfg, args.set)
+    ds = _dataset(det.cfg, args)
+    res = run_evaluate(det, ds, args.out or Path(args.model) / "eval")
+    print(metrics_markdown(res, Path(args.model).name))
+    print(f"\nresults in {args.out or Path(args.model) / 'eval'} (metrics.json, metrics.md, scores.json)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .pipeline import run_predict
+
+    det = Detector.load(args.model, args.device)
+    records = run_predict(det, args.inputs, args.out)
+    for r in records:
+        norm = "" if r.normalised_score is None else f"  {r.normalised_score:6.2f}x threshold  {r.decision}"
+        print(f"{r.score:8.4f}{norm}  {r.path}")
+    print(f"\npictures in {args.out} (*_panel.png: input | reconstruction | heatmap | mask)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    d = Path(args.run)
+    eval_dir = d / "eval" if (d / "eval" / "metrics.json").is_file() else d
+    out = build_report(eval_dir, args.out, worst=args.worst)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .detector import Detector
+    from .serve import ServeLimits, create_app
+
+    det = Detector.load(args.model, args.device)
+    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_batch=args.max_batch)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/  (POST /predict, GET /health, GET /model)")
+    uvicorn.run(create_app(det, limits), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .diffusion import PRESETS, build_unet, count_parameters
+    from .features import BACKBONES
+
+    print(f"ddad {__version__}\n\nUNet presets:")
+    for name, p in PRESETS.items():
+        n = count_parameters(build_unet(name, p.image_size)) / 1e6
+        print(f"  {name:8s} {n:6.2f} M parameters at {p.image_size} px  {p.note}")
+    print("\nfeature backbones: " + ", ".join(BACKBONES))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .data.synthetic import SyntheticSpec, make_synthetic_dataset
+    from .pipeline import metrics_markdown, run_adapt, run_evaluate, run_predict, run_train
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    cfg = _config(args, default="demo.yaml")
+    print(f"[1/5] generating the synthetic '{args.category}' dataset (MVTec layout) in {out / 'data'}")
+    root = make_synthetic_dataset(out / "data", SyntheticSpec(category=args.category, size=cfg.data.image_size,
+                                                              seed=cfg.data.seed))
+    cfg = replace(cfg, data=replace(cfg.data, root=str(root), layout="mvtec"))
+    print(f"[2/5] training the diffusion UNet ({cfg.model.preset}, {cfg.train.steps} steps)")
+    run_train(cfg, out / "model")
+    print(f"[3/5] domain adaptation of the feature extractor ({cfg.adapt.epochs} epoch(s))")
+    det = run_adapt(out / "model")
+    print("[4/5] evaluating on the synthetic test set")
+    ds = _dataset(cfg, argparse.Namespace(data=None, layout=None, category=None))
+    res = run_evaluate(det, ds, out / "model" / "eval", name=f"DDAD-{cfg.sampling.steps} (demo)")
+    print("[5/5] writing predictions for one image per defect type")
+    picks = {}
+    for it in ds.items:
+        picks.setdefault(it.defect_type, it.image)
+    run_predict(det, list(picks.values()), out / "predictions")
+    from .report import build_report
+
+    report = build_report(out / "model" / "eval")
+    print("\n" + metrics_markdown(res, f"DDAD-{cfg.sampling.steps} demo"))
+    print(f"\nimage AUROC {100 * res.metrics.image_auroc:.1f}  pixel AUROC {100 * res.metrics.pixel_auroc:.1f}  "
+          f"PRO {100 * res.metrics.pro:.1f}   ({time.perf_counter() - t0:.0f} s in all)")
+    print(f"model: {out / 'model'}   metrics: {out / 'model' / 'eval'}   pictures: {out / 'predictions'}")
+    print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddad", description="Anomaly detection with conditioned denoising diffusion (DDAD).")
+    p.add_argument("--version", action="version", version=f"ddad {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, config=True):
+        if config:
+            sp.add_argument("--config", help="YAML config (see configs/)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set sampling.w=4")
+
+    def data_args(sp):
+        sp.add_argument("--data", help="dataset folder (default: the model's data.root)")
+        sp.add_argument("--layout", help="dataset layout: mvtec, mpdd, btad, visa, mtd, folder")
+        sp.add_argument("--category", help="category inside the dataset folder")
+        sp.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    s = sub.add_parser("demo", help="full pipeline on generated data, a few minutes on a CPU")
+    common(s)
+    s.add_argument("--out", default="ddad_demo", help="output folder (default: ddad_demo)")
+    s.add_argument("--category", default="object", choices=["object", "texture", "surface"])
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("train", help="train a diffusion model on nominal images and calibrate it")
+    common(s)
+    s.add_argument("--out", required=True, help="run directory (model, checkpoints, resolved config)")
+    s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("adapt", help="domain adaptation of the feature extractor (Eq. 10)")
+    common(s)
+    s.add_argument("--model", required=True, help="model directory from `ddad train`")
+    s.set_defaults(func=cmd_adapt)
+
+    s = sub.add_parser("evaluate", help="metrics table on a labelled test set")
+    common(s, config=False)
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", help="results folder (default: <model>/eval)")
+    data_args(s)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="score images, write heatmaps and reconstructions")
+    s.add_argument("--model", required=True)
+    s.add_argument("inputs", nargs="+", help="image files or folders")
+    s.add_argument("--out", default="predictions")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("report", help="self-contained HTML report from an evaluation's saved files")
+    s.add_argument("run", help="model directory (uses its eval/) or an evaluation folder")
+    s.add_argument("--out", help="HTML file (default: <eval dir>/report.html)")
+    s.add_argument("--worst", type=int, default=40, help="images shown, hardest first")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("serve", help="REST API + browser page for a trained model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MiB")
+    s.add_argument("--max-batch", type=int, default=8, help="requests scored together")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("info", help="UNet presets with parameter counts, backbones")
+    s.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

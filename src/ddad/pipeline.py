@@ -1,0 +1,153 @@
+"""Whole workflows behind the CLI: train, adapt, evaluate, predict. Each writes into a run directory."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DDADConfig, save_config
+from .data import AnomalyDataset, load_dataset, read_image, seeded_split
+from .data.sample import list_images
+from .detector import Detector
+from .evaluation import EvalResult
+from .metrics import format_table
+from .report import overlay, panel, save_png, to_uint8
+
+__all__ = ["stack_images", "nominal_split", "run_train", "run_adapt", "run_evaluate", "run_predict", "PredictRecord"]
+
+log = logging.getLogger(__name__)
+
+
+def stack_images(ds: AnomalyDataset) -> torch.Tensor:
+    """All images of a dataset as one (N, 3, H, W) tensor in [0, 1] (fails early, naming any bad file)."""
+    return torch.stack([ds[i].image for i in range(len(ds))])
+
+
+def nominal_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) nominal images: validation is a seeded `val_fraction` of the training folder."""
+    d = cfg.data
+    if not d.root:
+        raise ValueError("no dataset given: set data.root (e.g. --set data.root=path/to/bottle)")
+    ds = load_dataset(d.layout, d.root, "train", d.category, d.image_size, d.seed)
+    if d.val_fraction <= 0 or len(ds) < 4:
+        images = stack_images(ds)
+        return images, images  # calibrate on the training images themselves
+    train_paths, val_paths = seeded_split([it.image for it in ds.items], 1 - d.val_fraction, d.seed)
+    keep = set(train_paths)
+    tr = AnomalyDataset([it for it in ds.items if it.image in keep], d.image_size, ds.mask_threshold, ds.name)
+    va = AnomalyDataset([it for it in ds.items if it.image not in keep], d.image_size, ds.mask_threshold, ds.name)
+    return stack_images(tr), stack_images(va)
+
+
+def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Detector:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    train, val = nominal_split(cfg)
+    log.info("training on %d nominal images, calibrating on %d", len(train), len(val))
+    det = Detector.create(cfg)
+    result = det.fit(train, out, resume=resume, progress=progress)
+    log.info("trained %d steps in %.0f s (%.1f img/s)", result.steps, result.seconds, result.images_per_second)
+    det.calibrate(val)
+    det.save(out)
+    return det
+
+
+def run_adapt(model_dir: str | Path, cfg: DDADConfig | None = None, progress: bool = True) -> Detector:
+    det = Detector.load(model_dir)
+    if cfg is not None:
+        det.cfg = cfg
+    train, val = nominal_split(det.cfg)
+    r = det.adapt(train, progress=progress)
+    log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss, r.last_loss)
+    det.calibrate(val)
+    det.save(model_dir)
+    return det
+
+
+def run_evaluate(det: Detector, dataset: AnomalyDataset, out: str | Path | None, name: str = "ddad",
+                 progress: bool = True) -> EvalResult:
+    """Evaluate and, with `out`, save everything a report needs: metrics.json/.md, scores.json (per image),
+    maps.npy (float16), masks.npy (bool), inputs.npy / reconstructions.npy (uint8), calibration.json."""
+    res = det.evaluate(dataset, progress=progress, keep_maps=out is not None)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({**res.summary(), "dataset": dataset.name, "name": name}, indent=2))
+        (out / "scores.json").write_text(json.dumps([r.__dict__ for r in res.records], indent=1))
+        (out / "metrics.md").write_text(metrics_markdown(res, name) + "\n")
+        if res.maps is not None:
+            np.save(out / "maps.npy", res.maps.astype(np.float16))
+        if res.masks is not None:
+            np.save(out / "masks.npy", res.masks)
+        if res.reconstructions is not None:
+            np.save(out / "reconstructions.npy", res.reconstructions)
+            np.save(out / "inputs.npy", res.inputs)
+        if det.calibration is not None:
+            (out / "calibration.json").write_text(json.dumps(
+                {"threshold": det.calibration.threshold, "pixel_threshold": det.calibration.pixel_threshold,
+                 "nominal_scores": list(det.calibration.nominal_scores)}, indent=1))
+    return res
+
+
+def metrics_markdown(res: EvalResult, name: str) -> str:
+    m = res.metrics
+    m.extra.update({"s/img": res.seconds_per_image, "peak MiB": res.peak_memory_mb})
+    return format_table({name: m}, extra_cols=("s/img", "peak MiB"))
+
+
+@dataclass(frozen=True)
+class PredictRecord:
+    path: str
+    score: float
+    normalised_score: float | None  # score / threshold: 1.0 = the decision threshold
+    decision: str | None  # PASS / FAIL where the model is calibrated
+    panel: str
+
+
+def _inputs(paths: list[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no image or folder at {p}")
+    if not files:
+        raise FileNotFoundError(f"no images found in {[str(p) for p in paths]}")
+    return files
+
+
+def run_predict(det: Detector, paths: list[str | Path], out: str | Path) -> list[PredictRecord]:
+    """Score each image on its own; write heatmap, reconstruction and a side-by-side panel per image."""
+    out = Path(out)
+    files = _inputs(paths)
+    cal = det.calibration
+    vmax = cal.threshold * 1.5 if cal is not None and cal.threshold == cal.threshold else None
+    records = []
+    for f in files:
+        x = read_image(f, det.cfg.data.image_size)[None]
+        t0 = time.perf_counter()
+        pred = det.predict(x)
+        log.debug("%s: %.2f s", f, time.perf_counter() - t0)
+        score, amap, rec = float(pred.scores[0]), pred.maps[0], pred.reconstructions[0]
+        scale = vmax or float(amap.max())
+        stem = out / f.stem
+        save_png(to_uint8(rec), f"{stem}_reconstruction.png")
+        save_png(overlay(x[0], amap, scale), f"{stem}_heatmap.png")
+        tiles = [to_uint8(x[0]), to_uint8(rec), overlay(x[0], amap, scale)]
+        norm, decision = None, None
+        if cal is not None and cal.threshold == cal.threshold:
+            norm = score / cal.threshold
+            decision = "FAIL" if score > cal.threshold else "PASS"
+            tiles.append(to_uint8((amap > cal.pixel_threshold).float()[None].expand(3, -1, -1)))
+        p = save_png(panel(tiles, scale=max(1, 256 // det.cfg.data.image_size)), f"{stem}_panel.png")
+        records.append(PredictRecord(str(f), score, norm, decision, str(p)))
+    (out / "predictions.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
+    return records

@@ -1,0 +1,51 @@
+"""Pictures for people: heatmap overlays and input | reconstruction | heatmap | mask panels (PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+__all__ = ["to_uint8", "heatmap_rgb", "overlay", "panel", "save_png"]
+
+
+def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(3, H, W) or (H, W, 3) float in [0, 1] -> (H, W, 3) uint8."""
+    a = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2 or a.shape[-1] == 1:
+        a = np.repeat(a.reshape(*a.shape[:2], 1), 3, axis=-1)
+    return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def heatmap_rgb(amap: torch.Tensor | np.ndarray, vmax: float) -> np.ndarray:
+    """(H, W) map -> (H, W, 3) uint8 with a fixed scale [0, vmax] (comparable across images)."""
+    a = amap.detach().cpu().numpy() if isinstance(amap, torch.Tensor) else np.asarray(amap)
+    norm = np.clip(a / max(vmax, 1e-12), 0, 1)
+    return (colormaps["jet"](norm)[..., :3] * 255 + 0.5).astype(np.uint8)
+
+
+def overlay(image: torch.Tensor, amap: torch.Tensor, vmax: float, alpha: float = 0.45) -> np.ndarray:
+    base = to_uint8(image).astype(np.float32)
+    heat = heatmap_rgb(amap, vmax).astype(np.float32)
+    return (base * (1 - alpha) + heat * alpha + 0.5).astype(np.uint8)
+
+
+def panel(tiles: list[np.ndarray], scale: int = 1) -> np.ndarray:
+    """Tiles (H, W, 3) uint8 side by side with a 2-px white gap, optionally upscaled (nearest)."""
+    h = max(t.shape[0] for t in tiles)
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+    if scale > 1:
+        row = np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
+    return row
+
+
+def save_png(arr: np.ndarray, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(p)
+    return p

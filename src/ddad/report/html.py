@@ -1,0 +1,118 @@
+"""`ddad report`: one self-contained HTML file (pictures embedded) rebuilt from an evaluation folder's files:
+metrics.json, scores.json, maps.npy, masks.npy, inputs.npy, reconstructions.npy, calibration.json."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..metrics import pro_curve, roc_curve  # noqa: E402
+from .figures import overlay, panel, to_uint8  # noqa: E402
+
+__all__ = ["build_report"]
+
+NAMES = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "pro": "PRO", "image_ap": "I-AP", "pixel_ap": "P-AP",
+         "image_f1_max": "I-F1max", "pixel_f1_max": "P-F1max"}
+
+
+def _png(fig_or_array) -> str:
+    buf = io.BytesIO()
+    if isinstance(fig_or_array, np.ndarray):
+        Image.fromarray(fig_or_array).save(buf, format="PNG")
+    else:
+        fig_or_array.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig_or_array)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _load(folder: Path, name: str):
+    p = folder / name
+    if not p.is_file():
+        return None
+    return np.load(p, allow_pickle=False) if p.suffix == ".npy" else json.loads(p.read_text())
+
+
+def _curves(scores, labels, maps, masks, threshold) -> list[str]:
+    figs = []
+    if 0 < labels.sum() < labels.size:
+        fpr, tpr, _ = roc_curve(scores, labels)
+        fig, ax = plt.subplots(figsize=(4, 3.5))
+        ax.plot(fpr, tpr)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="image ROC")
+        figs.append(_png(fig))
+    if maps is not None and masks is not None and masks.any():
+        fpr, pro, _ = pro_curve(maps.astype(np.float32), masks)
+        keep = fpr <= 0.3
+        fig, ax = plt.subplots(figsize=(4, 3.5))
+        ax.plot(fpr[keep], pro[keep])
+        ax.set(xlabel="false positive rate", ylabel="per-region overlap", title="PRO (FPR <= 0.3)", ylim=(0, 1.02))
+        figs.append(_png(fig))
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    bins = np.linspace(scores.min(), scores.max(), 30)
+    ax.hist(scores[~labels], bins, alpha=0.6, label="good")
+    ax.hist(scores[labels], bins, alpha=0.6, label="defective")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", label="threshold")
+    ax.set(xlabel="image score", ylabel="images", title="score histogram")
+    ax.legend()
+    figs.append(_png(fig))
+    return figs
+
+
+def _order(scores: np.ndarray, labels: np.ndarray, worst: int) -> np.ndarray:
+    """Hardest first: good images by descending score, defective ones by ascending score, interleaved."""
+    good = np.flatnonzero(~labels)[np.argsort(-scores[~labels])]
+    bad = np.flatnonzero(labels)[np.argsort(scores[labels])]
+    merged = [i for pair in zip(good, bad) for i in pair] + list(good[len(bad):]) + list(bad[len(good):])
+    return np.array(merged[:worst], dtype=int)
+
+
+def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int = 40) -> Path:
+    d = Path(eval_dir)
+    metrics = _load(d, "metrics.json")
+    records = _load(d, "scores.json")
+    if metrics is None or records is None:
+        raise FileNotFoundError(f"{d} has no metrics.json/scores.json; run `ddad evaluate --model ... --out {d}` first")
+    maps, masks = _load(d, "maps.npy"), _load(d, "masks.npy")
+    inputs, recon, cal = _load(d, "inputs.npy"), _load(d, "reconstructions.npy"), _load(d, "calibration.json") or {}
+    scores = np.array([r["score"] for r in records])
+    labels = np.array([r["label"] for r in records]).astype(bool)
+    threshold, pix_thr = cal.get("threshold"), cal.get("pixel_threshold")
+    parts = [f"<h1>ddad report: {html.escape(str(metrics.get('name', d.name)))}</h1>",
+             f"<p>dataset {html.escape(str(metrics.get('dataset', '')))}, {len(records)} images "
+             f"({int(labels.sum())} defective); {metrics.get('seconds_per_image', 0):.3f} s/image; "
+             f"peak memory {metrics.get('peak_memory_mb', 0):.0f} MiB</p>", "<table><tr>"]
+    parts += [f"<th>{v}</th>" for v in NAMES.values()] + ["</tr><tr>"]
+    parts += ["<td>" + ("-" if metrics.get(k) is None else f"{100 * metrics[k]:.1f}") + "</td>" for k in NAMES]
+    parts += ["</tr></table>", "<div>"]
+    parts += [f'<img src="{src}">' for src in _curves(scores, labels, maps, masks, threshold)] + ["</div>"]
+    if maps is not None and inputs is not None and recon is not None:
+        vmax = float(threshold * 1.5) if threshold else float(np.percentile(maps, 99.9))
+        parts.append(f"<h2>Images, hardest first ({min(worst, len(records))} of {len(records)})</h2>"
+                     "<p>input | reconstruction | heatmap | ground truth | predicted mask</p>")
+        for i in _order(scores, labels, worst):
+            amap = maps[i].astype(np.float32)
+            gt = to_uint8(masks[i].astype(np.float32)) if masks is not None else np.zeros_like(inputs[i])
+            pred = to_uint8((amap > pix_thr).astype(np.float32)) if pix_thr is not None else np.zeros_like(gt)
+            tiles = [inputs[i], recon[i], overlay(inputs[i].astype(np.float32) / 255, amap, vmax), gt, pred]
+            decision = "" if threshold is None else ("FAIL" if scores[i] > threshold else "PASS")
+            r = records[i]
+            parts.append(f'<figure><img src="{_png(panel(tiles, scale=max(1, 160 // inputs.shape[1])))}">'
+                         f"<figcaption>{html.escape(r['defect_type'])} &middot; score {r['score']:.4g} "
+                         f"{decision} &middot; {html.escape(Path(r['path']).name)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px 8px}figure{display:inline-block;margin:6px}img{image-rendering:pixelated}")
+    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>ddad report</title><style>{style}</style>" \
+          f"</head><body>{''.join(parts)}</body></html>"
+    out = Path(out) if out else d / "report.html"
+    out.write_text(doc)
+    return out
