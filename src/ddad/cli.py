@@ -105,6 +105,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    import os
+    from dataclasses import replace
+
+    from .benchmark import run_benchmark
+
+    cfg = _config(args)
+    root = args.data or os.environ.get("DDAD_BENCH_DATA") or cfg.data.root
+    if not root:
+        raise ValueError("no dataset: pass --data PATH or set DDAD_BENCH_DATA")
+    cfg = replace(cfg, data=replace(cfg.data, root=root, layout=args.layout or cfg.data.layout,
+                                    category=args.category or cfg.data.category))
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    steps = tuple(int(n) for n in args.ddad_steps.split(","))
+    print(run_benchmark(cfg, methods, args.out, reuse=args.reuse, ddad_steps=steps))
+    print(f"tables in {args.out}/benchmark.md and benchmark.json")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .diffusion import PRESETS, build_unet, count_parameters
     from .features import BACKBONES
@@ -215,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MiB")
     s.add_argument("--max-batch", type=int, default=8, help="requests scored together")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("benchmark", help="train/evaluate DDAD and baselines on one category, one table")
+    common(s)
+    s.add_argument("--data", help="dataset folder (or env DDAD_BENCH_DATA)")
+    s.add_argument("--layout", help="dataset layout (default: the config's)")
+    s.add_argument("--category", help="category inside the dataset folder")
+    s.add_argument("--methods", default="ddad,patchcore", help="comma list: ddad, patchcore")
+    s.add_argument("--ddad-steps", default="10,5", help="DDAD-n variants to evaluate (comma list)")
+    s.add_argument("--out", default="runs/benchmark")
+    s.add_argument("--reuse", action="store_true", help="reuse a trained DDAD model in --out")
+    s.set_defaults(func=cmd_benchmark)
 
     s = sub.add_parser("info", help="UNet presets with parameter counts, backbones")
     s.set_defaults(func=cmd_info)

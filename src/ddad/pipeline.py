@@ -130,6 +130,7 @@ def run_predict(det: Detector, paths: list[str | Path], out: str | Path) -> list
     files = _inputs(paths)
     cal = det.calibration
     vmax = cal.threshold * 1.5 if cal is not None and cal.threshold == cal.threshold else None
+    stems = [f.stem for f in files]
     records = []
     for f in files:
         x = read_image(f, det.cfg.data.image_size)[None]
@@ -138,7 +139,7 @@ def run_predict(det: Detector, paths: list[str | Path], out: str | Path) -> list
         log.debug("%s: %.2f s", f, time.perf_counter() - t0)
         score, amap, rec = float(pred.scores[0]), pred.maps[0], pred.reconstructions[0]
         scale = vmax or float(amap.max())
-        stem = out / f.stem
+        stem = out / (f.stem if stems.count(f.stem) == 1 else f"{f.parent.name}_{f.stem}")  # no overwrites
         save_png(to_uint8(rec), f"{stem}_reconstruction.png")
         save_png(overlay(x[0], amap, scale), f"{stem}_heatmap.png")
         tiles = [to_uint8(x[0]), to_uint8(rec), overlay(x[0], amap, scale)]

@@ -108,7 +108,7 @@ def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int
             r = records[i]
             parts.append(f'<figure><img src="{_png(panel(tiles, scale=max(1, 160 // inputs.shape[1])))}">'
                          f"<figcaption>{html.escape(r['defect_type'])} &middot; score {r['score']:.4g} "
-                         f"{decision} &middot; {html.escape(Path(r['path']).name)}</figcaption></figure>")
+                         f"{decision} &middot; {html.escape('/'.join(Path(r['path']).parts[-2:]))}</figcaption></figure>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:4px 8px}figure{display:inline-block;margin:6px}img{image-rendering:pixelated}")
     doc = f"<!doctype html><html><head><meta charset='utf-8'><title>ddad report</title><style>{style}</style>" \

