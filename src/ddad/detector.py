@@ -39,7 +39,7 @@ class Calibration:
     scale: float  # max D_f / max D_p over the nominal images (Eq. 9 without batch dependence)
     threshold: float  # image-score threshold at the configured false-reject rate
     nominal_scores: tuple[float, ...]
-    pixel_threshold: float  # map value above which a pixel is marked defective (same quantile over pixels)
+    pixel_threshold: float  # map value above which a pixel is marked defective (= threshold: PASS -> empty mask)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Detector:
         c = self.cfg.adapt
 
         def pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.reconstruct(x, target=y, w=c.w)
+            return self.reconstruct(x, target=y, w=c.w).clone()  # a normal tensor, usable under autograd
 
         self.extractor, self.adapt_result = adapt_extractor(self.extractor, pair, images.to(self.device), c, progress)
         self.adapted = True
@@ -124,9 +124,11 @@ class Detector:
         scale = float(d_f.max() / d_p.max().clamp_min(1e-8))
         m = maps_from_distances(d_p, d_f, sc.v, self._scale(scale), sc.sigma, sc.image_score, sc.topk)
         scores = m.scores.cpu().numpy()
-        q = 1 - sc.false_reject_rate
-        self.calibration = Calibration(scale, float(np.quantile(scores, q)), tuple(map(float, scores)),
-                                       float(np.quantile(m.combined.cpu().numpy(), q)))
+        threshold = float(np.quantile(scores, 1 - sc.false_reject_rate))
+        # pixel threshold = image threshold (image score = max of the map): a PASS image has an empty defect mask,
+        # a FAIL image's mask shows where the map exceeds the decision level.
+        pixel_threshold = threshold if sc.image_score == "max" else float(np.quantile(m.combined.cpu().numpy(), 0.999))
+        self.calibration = Calibration(scale, threshold, tuple(map(float, scores)), pixel_threshold)
         return self.calibration
 
     # ---- inference --------------------------------------------------------------------------------

@@ -93,3 +93,12 @@ def test_domain_adaptation_moves_weights_but_not_batchnorm_stats(det, images):
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)
     assert any(not torch.equal(before[k], after[k]) for k in weights)
     assert all(torch.equal(before[k], v) for k, v in det.extractor.state_dict().items())  # original untouched
+
+
+def test_decision_and_mask_agree(det, images):
+    """PASS (score <= threshold) images have an empty defect mask; FAIL images a non-empty one."""
+    cal = det.calibration
+    assert cal.threshold == pytest.approx(float(torch.tensor(cal.nominal_scores).quantile(0.99)), rel=1e-5)
+    pred = det.predict(images)
+    for score, amap in zip(pred.scores, pred.maps):
+        assert bool((amap > cal.pixel_threshold).any()) == bool(score > cal.threshold)
