@@ -91,7 +91,8 @@ class Detector:
     # ---- training ---------------------------------------------------------------------------------
     def fit(self, images: torch.Tensor, run_dir: str | Path, resume: bool = False, progress: bool = False) -> TrainResult:
         """Train the UNet on nominal images (N, 3, H, W) in [0, 1]; checkpoints go to run_dir/checkpoints."""
-        meta = {"preset": self.cfg.model.preset, "image_size": self.cfg.data.image_size, "config": to_dict(self.cfg)}
+        meta = {"preset": self.cfg.model.preset, "image_size": self.cfg.data.image_size, "config": to_dict(self.cfg),
+                "schedule": to_dict(self.cfg.schedule), "normalisation": "images in [0,1] -> model space [-1,1]"}
         result, ema = train_diffusion(self.unet, self.schedule, _to_model(images), self.cfg.train,
                                       Path(run_dir) / "checkpoints", resume, meta, progress)
         if ema is not None:

@@ -123,10 +123,20 @@ def test_load_200_requests_from_8_clients(server, tiny_object):
             r = c.post(f"{server}/predict", files={"file": (f"{i}.png", payloads[i % len(payloads)], "image/png")})
             return r.status_code, time.perf_counter() - t0, r.json().get("batch_size", 0)
 
+    def health_while_loaded():
+        time.sleep(0.5)
+        with httpx.Client(timeout=10) as c:
+            t = time.perf_counter()
+            ok = c.get(f"{server}/health").status_code == 200
+            return ok, time.perf_counter() - t
+
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(9) as pool:
+        health = pool.submit(health_while_loaded)
         results = list(pool.map(one, range(200)))
     wall = time.perf_counter() - t0
+    ok, health_s = health.result()
+    assert ok and health_s < 1.0, health_s  # the model runs off the event loop
     codes = [c for c, _, _ in results]
     lat = np.array([t for _, t, _ in results]) * 1000
     print(f"\nload: 200 requests, 8 clients, {wall:.1f} s, p50 {np.percentile(lat, 50):.0f} ms, "

@@ -15,10 +15,13 @@ def test_classification_metrics_equal_sklearn(seed, rounding):
     if rounding is not None:
         s = np.round(s, rounding)
     assert M.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert M.auroc(s, y, chunk=13) == pytest.approx(roc_auc_score(y, s), abs=1e-12)  # streamed in small chunks
+    assert M.average_precision(s, y, chunk=13) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert M.average_precision(s, y) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     p, r, _ = precision_recall_curve(y, s)
     f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0)
     assert M.f1_max(s, y) == pytest.approx(f1.max(), abs=1e-12)
+    assert M.f1_max(s, y, chunk=13) == pytest.approx(f1.max(), abs=1e-12)
 
 
 def test_perfect_and_inverted_scores():
@@ -41,7 +44,7 @@ def test_pro_hand_computed():
     # one 1x2 image row: region = pixels 0,1; nominal = pixels 2,3
     maps = np.array([[[0.9, 0.5, 0.7, 0.1]]])
     masks = np.array([[[1, 1, 0, 0]]], dtype=bool)
-    fpr, pro, thr = M.pro_curve(maps, masks)
+    fpr, pro = M.pro_curve(maps, masks)
     # thresholds 0.9, 0.7, 0.5, 0.1 -> (fpr, pro) = (0, .5), (.5, .5), (.5, 1), (1, 1)
     np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(pro, [0, 0.5, 0.5, 1.0, 1.0])
@@ -83,7 +86,10 @@ def test_pro_matches_brute_force(seed):
     maps = rng.random(masks.shape) + 0.6 * masks
     maps = np.round(maps, 2)  # ties across pixels
     for limit in (0.3, 0.05, 1.0):
-        assert M.pro_auc(maps, masks, limit) == pytest.approx(_brute_force_pro(maps, masks, limit), abs=1e-6)
+        ref = _brute_force_pro(maps, masks, limit)
+        assert M.pro_auc(maps, masks, limit) == pytest.approx(ref, abs=1e-6)
+        # tiny chunks: tie groups and the limit crossing fall across chunk boundaries
+        assert M.pro_auc(maps, masks, limit, chunk=7) == pytest.approx(ref, abs=1e-6)
 
 
 def test_compute_metrics_full_and_image_only():

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BinaryCurve", "binary_curve", "auroc", "average_precision", "f1_max", "roc_curve"]
+from .sweep import CHUNK, sweep
+
+__all__ = [
+    "BinaryCurve", "binary_curve", "curve_metrics", "auroc", "average_precision", "f1_max", "roc_curve",
+]
 
 
 @dataclass(frozen=True)
@@ -68,30 +72,52 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return fpr, tpr, np.concatenate([[np.inf], c.thresholds])
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoidal over distinct thresholds; ties count one half)."""
-    fpr, tpr, _ = roc_curve(scores, labels)
-    return float(np.trapezoid(tpr, fpr))
+def _label_weights(labels: np.ndarray):
+    def w(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = labels[idx]
+        return y.astype(np.float64), (~y).astype(np.float64)
+
+    return w
 
 
-def _precision_recall(c: BinaryCurve) -> tuple[np.ndarray, np.ndarray]:
-    precision = c.tps / np.maximum(c.tps + c.fps, 1)
-    recall = c.tps / c.n_pos
-    return precision, recall
+def _points(scores: np.ndarray, labels: np.ndarray, name: str, chunk: int):
+    scores, labels = _validate(scores, labels)
+    n_pos = int(labels.sum())
+    n_neg = int(labels.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"{name} needs both positive and negative samples (got {n_pos} pos, {n_neg} neg)")
+    return sweep(scores, _label_weights(labels), chunk), n_pos, n_neg
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """AP = sum_n (R_n - R_{n-1}) P_n (step interpolation, as scikit-learn)."""
-    c = binary_curve(scores, labels)
-    _need_both(c, "average precision")
-    precision, recall = _precision_recall(c)
-    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+def curve_metrics(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK) -> tuple[float, float, float]:
+    """(AUROC, average precision, F1-max) from one sort and one streaming sweep.
+
+    AUROC: trapezoid over distinct thresholds (ties count one half); AP = sum_n (R_n - R_{n-1}) P_n (step
+    interpolation, as scikit-learn); F1 = 2 TP / (TP + FP + P).
+    """
+    points, n_pos, n_neg = _points(scores, labels, "ROC/PR metrics", chunk)
+    area = ap = best = 0.0
+    last_fp = last_tp = 0.0
+    for fp, tp in points:
+        x = np.concatenate([[last_fp], fp])
+        y = np.concatenate([[last_tp], tp])
+        area += float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+        ap += float(np.sum(np.diff(y) * tp / np.maximum(tp + fp, 1)))
+        best = max(best, float(np.max(2 * tp / (tp + fp + n_pos))))
+        last_fp, last_tp = fp[-1], tp[-1]
+    return area / (n_pos * n_neg), ap / n_pos, best
 
 
-def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
+def auroc(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK) -> float:
+    """Area under the ROC curve."""
+    return curve_metrics(scores, labels, chunk)[0]
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK) -> float:
+    """Average precision (scikit-learn's definition)."""
+    return curve_metrics(scores, labels, chunk)[1]
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK) -> float:
     """Best F1 over all thresholds."""
-    c = binary_curve(scores, labels)
-    _need_both(c, "F1-max")
-    p, r = _precision_recall(c)
-    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0.0)
-    return float(f1.max())
+    return curve_metrics(scores, labels, chunk)[2]

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .classification import auroc, average_precision, f1_max
+from .classification import auroc, average_precision, curve_metrics, f1_max
 from .segmentation import pro_auc
 
 __all__ = [
@@ -74,12 +74,12 @@ def compute_metrics(
     scores = np.asarray(image_scores, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()
     both = 0 < y.sum() < y.size
-    image = (auroc(scores, y), average_precision(scores, y), f1_max(scores, y)) if both else (None,) * 3
+    image = curve_metrics(scores, y) if both else (None,) * 3
     pixel: tuple = (None,) * 4
     if maps is not None and masks is not None:
         m = np.asarray(masks).astype(bool)
         if m.any() and not m.all():
-            pixel = (pixel_auroc(maps, m), pixel_ap(maps, m), pixel_f1_max(maps, m), pro_auc(maps, m, pro_fpr_limit))
+            pixel = (*curve_metrics(np.asarray(maps).ravel(), m.ravel()), pro_auc(maps, m, pro_fpr_limit))
     return Metrics(*image, *pixel, n_images=int(y.size), n_anomalous=int(y.sum()))
 
 

@@ -50,7 +50,7 @@ def _curves(scores, labels, maps, masks, threshold) -> list[str]:
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="image ROC")
         figs.append(_png(fig))
     if maps is not None and masks is not None and masks.any():
-        fpr, pro, _ = pro_curve(maps.astype(np.float32), masks)
+        fpr, pro = pro_curve(maps.astype(np.float32), masks)
         keep = fpr <= 0.3
         fig, ax = plt.subplots(figsize=(4, 3.5))
         ax.plot(fpr[keep], pro[keep])
