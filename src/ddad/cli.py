@@ -39,16 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .detector import Detector
     from .pipeline import run_adapt
 
-    cfg = None
-    if args.set or args.config:
-        base = Detector.load(args.model).cfg
-        from .config import apply_overrides, load_config
-
-        cfg = load_config(args.config, args.set or []) if args.config else apply_overrides(base, args.set)
-    run_adapt(args.model, cfg)
+    run_adapt(args.model, args.set or [])
     print(f"adapted feature extractor saved to {args.model}/extractor.safetensors")
     return 0
 
@@ -202,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="domain adaptation of the feature extractor (Eq. 10)")
-    common(s)
+    common(s, config=False)
     s.add_argument("--model", required=True, help="model directory from `ddad train`")
     s.set_defaults(func=cmd_adapt)
 

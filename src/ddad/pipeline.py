@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DDADConfig, save_config
+from .config import DDADConfig, apply_overrides, save_config
 from .data import AnomalyDataset, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
@@ -58,10 +58,12 @@ def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: 
     return det
 
 
-def run_adapt(model_dir: str | Path, cfg: DDADConfig | None = None, progress: bool = True) -> Detector:
+def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> Detector:
+    """Domain adaptation of a saved model (overrides like "adapt.epochs=4"), re-calibrate, save in place."""
     det = Detector.load(model_dir)
-    if cfg is not None:
-        det.cfg = cfg
+    if overrides:
+        det.cfg = apply_overrides(det.cfg, overrides)
+        save_config(det.cfg, Path(model_dir) / "config.yaml")
     train, val = nominal_split(det.cfg)
     r = det.adapt(train, progress=progress)
     log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss, r.last_loss)

@@ -6,26 +6,13 @@ each) and on pixels (flattened maps, float32, tens of millions of entries).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .sweep import CHUNK, sweep
 
 __all__ = [
-    "BinaryCurve", "binary_curve", "curve_metrics", "auroc", "average_precision", "f1_max", "roc_curve",
+    "curve_metrics", "auroc", "average_precision", "f1_max", "roc_curve",
 ]
-
-
-@dataclass(frozen=True)
-class BinaryCurve:
-    """Counts at every distinct threshold, highest first: predicting positive where score >= thresholds[i]."""
-
-    thresholds: np.ndarray  # (K,) descending
-    tps: np.ndarray  # (K,) true positives
-    fps: np.ndarray  # (K,) false positives
-    n_pos: int
-    n_neg: int
 
 
 def _validate(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,35 +28,6 @@ def _validate(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
             raise ValueError(f"labels must be 0/1 or bool, got values {uniq[:10]}")
         labels = labels.astype(bool)
     return scores, labels
-
-
-def binary_curve(scores: np.ndarray, labels: np.ndarray) -> BinaryCurve:
-    scores, labels = _validate(scores, labels)
-    order = np.argsort(scores, kind="stable")[::-1]
-    s = scores[order]
-    y = labels[order]
-    del order
-    # last index of every run of equal scores -> one point per distinct threshold
-    distinct = np.flatnonzero(np.diff(s)) if s.size > 1 else np.empty(0, dtype=np.int64)
-    ends = np.concatenate([distinct, [s.size - 1]]) if s.size else np.empty(0, dtype=np.int64)
-    tps = np.cumsum(y, dtype=np.int64)[ends]
-    fps = (ends + 1) - tps
-    n_pos = int(tps[-1]) if tps.size else 0
-    return BinaryCurve(thresholds=s[ends], tps=tps, fps=fps, n_pos=n_pos, n_neg=int(s.size - n_pos))
-
-
-def _need_both(curve: BinaryCurve, name: str) -> None:
-    if curve.n_pos == 0 or curve.n_neg == 0:
-        raise ValueError(f"{name} needs both positive and negative samples (got {curve.n_pos} pos, {curve.n_neg} neg)")
-
-
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
-    c = binary_curve(scores, labels)
-    _need_both(c, "ROC")
-    fpr = np.concatenate([[0.0], c.fps / c.n_neg])
-    tpr = np.concatenate([[0.0], c.tps / c.n_pos])
-    return fpr, tpr, np.concatenate([[np.inf], c.thresholds])
 
 
 def _label_weights(labels: np.ndarray):
@@ -121,3 +79,11 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK
 def f1_max(scores: np.ndarray, labels: np.ndarray, chunk: int = CHUNK) -> float:
     """Best F1 over all thresholds."""
     return curve_metrics(scores, labels, chunk)[2]
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, starting at (0, 0) (for plots)."""
+    points, n_pos, n_neg = _points(scores, labels, "ROC", CHUNK)
+    pts = list(points)
+    return (np.concatenate([[0.0], *[p[0] for p in pts]]) / n_neg,
+            np.concatenate([[0.0], *[p[1] for p in pts]]) / n_pos)

@@ -44,7 +44,7 @@ def _load(folder: Path, name: str):
 def _curves(scores, labels, maps, masks, threshold) -> list[str]:
     figs = []
     if 0 < labels.sum() < labels.size:
-        fpr, tpr, _ = roc_curve(scores, labels)
+        fpr, tpr = roc_curve(scores, labels)
         fig, ax = plt.subplots(figsize=(4, 3.5))
         ax.plot(fpr, tpr)
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="image ROC")
