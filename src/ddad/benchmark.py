@@ -90,6 +90,7 @@ def run_benchmark(cfg: DDADConfig, methods: tuple[str, ...], out: str | Path, re
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    commit = git_commit()  # the code that trains, read before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d = cfg.data
@@ -100,7 +101,7 @@ def run_benchmark(cfg: DDADConfig, methods: tuple[str, ...], out: str | Path, re
         rows.update(_ddad(cfg, test, out, reuse, ddad_steps) if method == "ddad" else _patchcore(cfg, test, out))
     header = (f"dataset {d.layout}:{d.category or Path(d.root).name} ({len(test)} test images, "
               f"{int(np.sum(test.labels))} defective), {d.image_size} px, no centre crop; "
-              f"commit {git_commit()}; {platform.machine()}, {os.cpu_count()} CPU threads, "
+              f"commit {commit}; {platform.machine()}, {os.cpu_count()} CPU threads, "
               f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}")
     table = format_table(rows, extra_cols=COLS)
     report = f"{header}\n\n{table}\n"
