@@ -57,9 +57,8 @@ def _ddad(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: 
     for n in steps:
         det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
         res = run_evaluate(det, test, model_dir / f"eval-ddad{n}", name=f"DDAD-{n}")
-        m = res.metrics
-        m.extra.update({"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
-        rows[f"DDAD-{n} ({cfg.model.preset}, {cfg.data.image_size}px)"] = m
+        rows[f"DDAD-{n} ({cfg.model.preset}, {cfg.data.image_size}px)"] = res.metrics.with_extra(
+            **{"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
     return rows
 
 
@@ -77,8 +76,8 @@ def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Me
         seconds += time.perf_counter() - t0
         masks = None if batch.masks is None else batch.masks[:, 0].numpy()
         acc.add(scores.numpy(), batch.labels.numpy(), maps.numpy(), masks)
-    m = acc.compute()
-    m.extra.update({"s/img": seconds / len(test), "train s": fit.fit_seconds, "peak MiB": peak_memory_mb(torch.device("cpu"))})
+    m = acc.compute().with_extra(**{"s/img": seconds / len(test), "train s": fit.fit_seconds,
+                                    "peak MiB": peak_memory_mb(torch.device("cpu"))})
     return {f"PatchCore (lite0, coreset 10%, {cfg.data.image_size}px)": m}
 
 

@@ -98,8 +98,7 @@ def run_evaluate(det: Detector, dataset: AnomalyDataset, out: str | Path | None,
 
 
 def metrics_markdown(res: EvalResult, name: str) -> str:
-    m = res.metrics
-    m.extra.update({"s/img": res.seconds_per_image, "peak MiB": res.peak_memory_mb})
+    m = res.metrics.with_extra(**{"s/img": res.seconds_per_image, "peak MiB": res.peak_memory_mb})
     return format_table({name: m}, extra_cols=("s/img", "peak MiB"))
 
 

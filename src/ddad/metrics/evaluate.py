@@ -5,7 +5,7 @@ the test set, so results do not depend on batch size or order.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -61,6 +61,10 @@ class Metrics:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def with_extra(self, **columns: float) -> "Metrics":
+        """A copy with more table columns (s/img, train s, ...) in `extra`; this object is left unchanged."""
+        return replace(self, extra={**self.extra, **columns})
 
 
 def compute_metrics(
