@@ -42,15 +42,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _ddad(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: tuple[int, ...]) -> dict[str, Metrics]:
+def _ddad(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: tuple[int, ...],
+          device: str) -> dict[str, Metrics]:
     model_dir = out / "ddad"
     t0 = time.perf_counter()
     if reuse and (model_dir / "model.json").is_file():
-        det = Detector.load(model_dir)
+        det = Detector.load(model_dir, device)
         train_s = json.loads((model_dir / "benchmark_train.json").read_text())["seconds"]
     else:
-        run_train(cfg, model_dir)
-        det = run_adapt(model_dir)
+        run_train(cfg, model_dir, device=device)
+        det = run_adapt(model_dir, device=device)
         train_s = time.perf_counter() - t0
         (model_dir / "benchmark_train.json").write_text(json.dumps({"seconds": train_s}))
     rows = {}
@@ -84,8 +85,14 @@ def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Me
 METHODS = ("ddad", "patchcore")
 
 
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return f"DDAD on {torch.cuda.get_device_name(torch.device(device))} (PatchCore always on the CPU)"
+    return "cpu"
+
+
 def run_benchmark(cfg: DDADConfig, methods: tuple[str, ...], out: str | Path, reuse: bool = False,
-                  ddad_steps: tuple[int, ...] = (10, 5)) -> str:
+                  ddad_steps: tuple[int, ...] = (10, 5), device: str = "cpu") -> str:
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -97,11 +104,11 @@ def run_benchmark(cfg: DDADConfig, methods: tuple[str, ...], out: str | Path, re
     rows: dict[str, Metrics] = {}
     for method in methods:
         log.info("benchmark: %s", method)
-        rows.update(_ddad(cfg, test, out, reuse, ddad_steps) if method == "ddad" else _patchcore(cfg, test, out))
+        rows.update(_ddad(cfg, test, out, reuse, ddad_steps, device) if method == "ddad" else _patchcore(cfg, test, out))
     header = (f"dataset {d.layout}:{d.category or Path(d.root).name} ({len(test)} test images, "
               f"{int(np.sum(test.labels))} defective), {d.image_size} px, no centre crop; "
               f"commit {commit}; {platform.machine()}, {os.cpu_count()} CPU threads, "
-              f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}")
+              f"torch {torch.__version__}, {_device_name(device)}")
     table = format_table(rows, extra_cols=COLS)
     report = f"{header}\n\n{table}\n"
     (out / "benchmark.md").write_text(report)

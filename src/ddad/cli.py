@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import run_train
 
     cfg = _config(args)
-    det = run_train(cfg, args.out, resume=args.resume)
+    det = run_train(cfg, args.out, resume=args.resume, device=args.device)
     print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
     return 0
 
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .pipeline import run_adapt
 
-    run_adapt(args.model, args.set or [])
+    run_adapt(args.model, args.set or [], device=args.device)
     print(f"adapted feature extractor saved to {args.model}/extractor.safetensors")
     return 0
 
@@ -112,7 +112,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                                     category=args.category or cfg.data.category))
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     steps = tuple(int(n) for n in args.ddad_steps.split(","))
-    print(run_benchmark(cfg, methods, args.out, reuse=args.reuse, ddad_steps=steps))
+    print(run_benchmark(cfg, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device))
     print(f"tables in {args.out}/benchmark.md and benchmark.json")
     return 0
 
@@ -143,9 +143,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                                               seed=cfg.data.seed))
     cfg = replace(cfg, data=replace(cfg.data, root=str(root), layout="mvtec"))
     print(f"[2/5] training the diffusion UNet ({cfg.model.preset}, {cfg.train.steps} steps)")
-    run_train(cfg, out / "model")
+    run_train(cfg, out / "model", device=args.device)
     print(f"[3/5] domain adaptation of the feature extractor ({cfg.adapt.epochs} epoch(s))")
-    det = run_adapt(out / "model")
+    det = run_adapt(out / "model", device=args.device)
     print("[4/5] evaluating on the synthetic test set")
     ds = _dataset(cfg, argparse.Namespace(data=None, layout=None, category=None))
     res = run_evaluate(det, ds, out / "model" / "eval", name=f"DDAD-{cfg.sampling.steps} (demo)")
@@ -171,16 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(sp, config=True):
+    def common(sp, config=True, device=True):
         if config:
             sp.add_argument("--config", help="YAML config (see configs/)")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set sampling.w=4")
+        if device:
+            sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
     def data_args(sp):
         sp.add_argument("--data", help="dataset folder (default: the model's data.root)")
         sp.add_argument("--layout", help="dataset layout: mvtec, mpdd, btad, visa, mtd, folder")
         sp.add_argument("--category", help="category inside the dataset folder")
-        sp.add_argument("--device", default="cpu", help="cpu or cuda")
 
     s = sub.add_parser("demo", help="full pipeline on generated data, a few minutes on a CPU")
     common(s)

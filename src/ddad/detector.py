@@ -72,12 +72,14 @@ class Detector:
         self.adapted = False
 
     @classmethod
-    def create(cls, cfg: DDADConfig) -> "Detector":
+    def create(cls, cfg: DDADConfig, device: str | torch.device = "cpu") -> "Detector":
+        """A new, untrained detector on `device` (weights are initialised on the CPU from the config's seed, so
+        the starting point is the same wherever it trains)."""
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left untouched
             torch.manual_seed(cfg.train.seed)
             unet = build_unet(cfg.model.preset, cfg.data.image_size)
         log.info("UNet preset %s: %.2f M parameters", cfg.model.preset, count_parameters(unet) / 1e6)
-        return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights))
+        return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights)).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +218,7 @@ class Detector:
             raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
         meta = load_json(d / "model.json")
         cfg = from_dict(DDADConfig, meta["config"], where=str(d / "model.json"))
-        det = cls.create(cfg)
+        det = cls.create(cfg)  # loaded on the CPU, moved to `device` at the end
         try:
             det.unet.load_state_dict(load_tensors(d / "unet.safetensors"))
             if meta.get("adapted"):

@@ -44,13 +44,14 @@ def nominal_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return stack_images(tr), stack_images(va)
 
 
-def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Detector:
+def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True,
+              device: str = "cpu") -> Detector:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     train, val = nominal_split(cfg)
     log.info("training on %d nominal images, calibrating on %d", len(train), len(val))
-    det = Detector.create(cfg)
+    det = Detector.create(cfg, device)
     result = det.fit(train, out, resume=resume, progress=progress)
     log.info("trained %d steps in %.0f s (%.1f img/s)", result.steps, result.seconds, result.images_per_second)
     det.calibrate(val)
@@ -58,9 +59,10 @@ def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: 
     return det
 
 
-def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> Detector:
+def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
+              device: str = "cpu") -> Detector:
     """Domain adaptation of a saved model (overrides like "adapt.epochs=4"), re-calibrate, save in place."""
-    det = Detector.load(model_dir)
+    det = Detector.load(model_dir, device)
     if overrides:
         det.cfg = apply_overrides(det.cfg, overrides)
         save_config(det.cfg, Path(model_dir) / "config.yaml")

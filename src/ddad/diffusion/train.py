@@ -100,19 +100,25 @@ def train_diffusion(
     if resume and ckpt.with_suffix(".json").is_file():
         step, ema = _load(ckpt, model, opt, fingerprint)
         log.info("resumed from %s at step %d", ckpt, step)
+    if ema is not None:
+        ema = {k: v.to(device) for k, v in ema.items()}
     if cfg.ema_decay > 0 and ema is None:
         ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     amp = cfg.mixed_precision and device.type == "cuda"
+    images = images.to(device)  # the nominal set is small: keep it where the model is
+    ema_pairs = None if ema is None else [(ema[k], v) for k, v in model.state_dict().items()]
     model.train()
     start_step, t0, loss_val = step, time.perf_counter(), float("nan")
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
         # 1. batch, timesteps and noise from a (seed, step) generator: exact resume
+        #    (noise drawn on the model's device: the same (seed, step) gives the same batch there, on CPU as before)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=g)
         t = torch.randint(schedule.num_train_timesteps, (cfg.batch_size,), generator=g)
-        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=g)
-        x0, t, noise = images[idx].to(device), t.to(device), noise.to(device)
+        gd = g if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gd, device=device)
+        x0, t = images[idx.to(device)], t.to(device)
         # 2. loss ||eps - eps_theta(x_t, t)||^2
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(schedule.q_sample(x0, t, noise), t).sample
@@ -124,15 +130,17 @@ def train_diffusion(
         opt.step()
         step += 1
         # 3. EMA, progress, checkpoints
-        if ema is not None:
+        if ema_pairs is not None:
             with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    ema[k].lerp_(v.float(), 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
-        loss_val = loss.item()
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{loss_val:.4f}", img_s=f"{(step - start_step) * cfg.batch_size / elapsed:.1f}")
+                for e, v in ema_pairs:
+                    e.lerp_(v.float(), 1 - cfg.ema_decay) if v.is_floating_point() else e.copy_(v)
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        last = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if step % 25 == 0 or last:  # reading the loss waits for the GPU: not every step
+            loss_val = loss.item()
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_val:.4f}", img_s=f"{(step - start_step) * cfg.batch_size / elapsed:.1f}")
+        if last:
             _save(ckpt, model, ema, opt, step, loss_val, fingerprint, meta or {})
     bar.close()
     model.eval()
