@@ -77,6 +77,9 @@ class FeatureConfig:
     backbone: str = "efficientnet_lite0"  # offline default; wide_resnet50_2/101_2, resnet34/18 from a local file
     weights: str | None = None  # local weights file for torchvision backbones (never downloaded)
     layers: tuple[int, ...] = (2, 3)  # paper: j in {2, 3}
+    # resize images (input and reconstruction alike) to this many px before the backbone; null = the model's size.
+    # Lets a small, fast diffusion resolution keep the feature resolution the backbone was trained at.
+    input_size: int | None = None
 
 
 @dataclass(frozen=True)

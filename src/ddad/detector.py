@@ -79,7 +79,7 @@ class Detector:
             torch.manual_seed(cfg.train.seed)
             unet = build_unet(cfg.model.preset, cfg.data.image_size)
         log.info("UNet preset %s: %.2f M parameters", cfg.model.preset, count_parameters(unet) / 1e6)
-        return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights)).to(device)
+        return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights, cfg.features.input_size)).to(device)
 
     @property
     def device(self) -> torch.device:

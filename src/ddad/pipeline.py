@@ -4,21 +4,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import DDADConfig, apply_overrides, save_config
+from .config import DDADConfig, apply_overrides, save_config, to_dict
 from .data import AnomalyDataset, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
 from .evaluation import EvalResult
+from .features import build_extractor
 from .metrics import format_table
 from .report import overlay, panel, save_png, to_uint8
 
-__all__ = ["stack_images", "nominal_split", "run_train", "run_adapt", "run_evaluate", "run_predict", "PredictRecord"]
+__all__ = ["stack_images", "nominal_split", "run_train", "run_adapt", "reuse_trained", "run_evaluate", "run_predict",
+           "PredictRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,54 @@ def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
     """Domain adaptation of a saved model (overrides like "adapt.epochs=4"), re-calibrate, save in place."""
     det = Detector.load(model_dir, device)
     if overrides:
+        old = det.cfg.features
         det.cfg = apply_overrides(det.cfg, overrides)
         save_config(det.cfg, Path(model_dir) / "config.yaml")
+        if det.cfg.features != old:  # another backbone, layers or input size: start again from its ImageNet weights
+            f = det.cfg.features
+            det.extractor = build_extractor(f.backbone, f.weights, f.input_size).to(device)
     train, val = nominal_split(det.cfg)
     r = det.adapt(train, progress=progress)
     log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss, r.last_loss)
     det.calibrate(val)
     det.save(model_dir)
     return det
+
+
+# What a trained UNet fixes (changing these needs a new training) and what can be redone on a saved model.
+TRAINED_SECTIONS = ("model", "train", "schedule")
+TRAINED_DATA = ("layout", "category", "image_size", "val_fraction", "seed")
+REDONE_SECTIONS = ("features", "adapt", "sampling", "scoring")
+
+
+def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
+                  device: str = "cpu") -> tuple[Detector, tuple[str, ...]]:
+    """Load a trained model for `cfg` without retraining its UNet. Sections that do not touch the UNet (features,
+    adapt, sampling, scoring) are taken from `cfg`; where features or adapt changed, the feature extractor is
+    rebuilt from its ImageNet weights and adapted again; where anything changed, the model is re-calibrated and saved
+    in place. Returns (detector, changed sections). Raises ValueError where `cfg` asks for a different training."""
+    det = Detector.load(model_dir, device)
+    old = det.cfg
+    wrong = [f"{sec} ({to_dict(getattr(old, sec))} != {to_dict(getattr(cfg, sec))})"
+             for sec in TRAINED_SECTIONS if getattr(old, sec) != getattr(cfg, sec)]
+    wrong += [f"data.{k} ({getattr(old.data, k)!r} != {getattr(cfg.data, k)!r})"
+              for k in TRAINED_DATA if getattr(old.data, k) != getattr(cfg.data, k)]
+    if wrong:
+        raise ValueError(f"the model in {model_dir} was trained with other settings: {'; '.join(wrong)}. "
+                         "Drop --reuse to train a new model, or point --out elsewhere.")
+    changed = tuple(sec for sec in REDONE_SECTIONS if getattr(old, sec) != getattr(cfg, sec))
+    if not changed:
+        return det, changed
+    det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS})
+    train, val = nominal_split(det.cfg)
+    if "features" in changed or "adapt" in changed:
+        det.extractor = build_extractor(cfg.features.backbone, cfg.features.weights, cfg.features.input_size).to(device)
+        det.adapted = False
+        r = det.adapt(train, progress=progress)
+        log.info("re-adapted the feature extractor: %d epochs, loss %.4f -> %.4f", r.epochs, r.first_loss, r.last_loss)
+    det.calibrate(val)
+    det.save(model_dir)
+    return det, changed
 
 
 def run_evaluate(det: Detector, dataset: AnomalyDataset, out: str | Path | None, name: str = "ddad",

@@ -102,3 +102,52 @@ def test_decision_and_mask_agree(det, images):
     pred = det.predict(images)
     for score, amap in zip(pred.scores, pred.maps):
         assert bool((amap > cal.pixel_threshold).any()) == bool(score > cal.threshold)
+
+
+def test_feature_input_size_resizes_before_the_backbone(images):
+    from ddad.features import build_extractor
+
+    native, resized = build_extractor(), build_extractor(input_size=64)
+    x = images[:2]  # 32 px
+    f32, f64 = native(x, (2, 3)), resized(x, (2, 3))
+    assert f64[2].shape[-1] == 2 * f32[2].shape[-1]  # features of the 64-px image: twice the resolution
+    up = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(resized(x, (2,))[2], native(up, (2,))[2])
+    with pytest.raises(ValueError, match="input_size"):
+        build_extractor(input_size=8)
+
+
+def test_reuse_trained_keeps_the_unet_and_redoes_only_what_changed(tiny_model, tmp_path):
+    import shutil
+
+    from ddad.config import apply_overrides
+    from ddad.pipeline import reuse_trained
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    before = Detector.load(d)
+    same, changed = reuse_trained(d, before.cfg, progress=False)
+    assert changed == ()
+    cfg = apply_overrides(before.cfg, ["features.input_size=64", "adapt.epochs=1", "adapt.batch_size=4"])
+    det, changed = reuse_trained(d, cfg, progress=False)
+    assert set(changed) == {"features", "adapt"} and det.extractor.input_size == 64 and det.adapted
+    for k, v in before.unet.state_dict().items():  # the UNet is untouched
+        assert torch.equal(v, det.unet.state_dict()[k])
+    again = Detector.load(d)  # saved in place: a second reuse finds nothing to redo
+    assert again.cfg.features.input_size == 64 and reuse_trained(d, cfg, progress=False)[1] == ()
+    with pytest.raises(ValueError, match="model.*trained with other settings|trained with other settings.*model"):
+        reuse_trained(d, apply_overrides(cfg, ["model.preset=cpu-64"]), progress=False)
+    with pytest.raises(ValueError, match="data.image_size"):
+        reuse_trained(d, apply_overrides(cfg, ["data.image_size=64"]), progress=False)
+
+
+def test_adapt_with_new_feature_settings_rebuilds_the_extractor(tiny_model, tmp_path):
+    import shutil
+
+    from ddad.pipeline import run_adapt
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    det = run_adapt(d, ["features.input_size=64", "adapt.epochs=1", "adapt.batch_size=4"], progress=False)
+    assert det.extractor.input_size == 64  # adapted at the resolution it will be used at
+    assert Detector.load(d).extractor.input_size == 64

@@ -101,3 +101,17 @@ def test_per_image_noise_does_not_depend_on_batch():
     alone = per_image_noise((3, 8, 8), image_seeds(x[2:3], 1), 3, "cpu", torch.float32)
     torch.testing.assert_close(full[:, 2:3], alone)
     assert not torch.equal(full[:, 0], full[:, 1])
+
+
+def test_resolution_matched_level_scales_snr_by_the_area_ratio():
+    from ddad.diffusion.schedule import resolution_matched_level
+
+    s = NoiseSchedule.linear()
+    ab = s.alphas_cumprod
+    snr = ab / (1 - ab)
+    assert resolution_matched_level(s, 250, 256, 256) == 250
+    t = resolution_matched_level(s, 250, 256, 128)
+    assert t < 250 and abs(float(snr[t] / snr[250]) / 4 - 1) < 0.02  # half the size: 4x the SNR
+    assert resolution_matched_level(s, 250, 256, 512) > 250
+    with pytest.raises(ValueError):
+        resolution_matched_level(s, 250, 0, 128)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["NoiseSchedule"]
+__all__ = ["NoiseSchedule", "resolution_matched_level"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,19 @@ class NoiseSchedule:
         """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps  (Eq. 1 closed form). x0, noise (B, C, H, W); t (B,)."""
         ab = self.alpha_bar(t).to(x0.dtype).view(-1, 1, 1, 1)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def resolution_matched_level(schedule: NoiseSchedule, level: int, from_size: int, to_size: int) -> int:
+    """The timestep that, at `to_size` px, destroys as much image structure as `level` does at `from_size` px.
+
+    Averaging an image down by a factor k averages its noise too, raising the signal-to-noise ratio of the
+    structures that remain by k^2 (Hoogeboom et al. 2023, "simple diffusion", Sec. 3; Chen 2023, "On the importance
+    of noise scheduling"). So a noise level chosen at 256 px (DDAD's T' = 250) is too strong at 128 px; the matched
+    level has SNR(t) = SNR(level) * (from_size / to_size)^2, nearest on a log scale.
+    """
+    if from_size <= 0 or to_size <= 0:
+        raise ValueError(f"image sizes must be positive, got {from_size} and {to_size}")
+    ab = schedule.alphas_cumprod
+    log_snr = torch.log(ab) - torch.log1p(-ab)
+    target = log_snr[level] + 2 * np.log(from_size / to_size)
+    return int(torch.argmin((log_snr - target).abs()))

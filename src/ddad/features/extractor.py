@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Backbone", "BACKBONES", "FeatureExtractor", "build_extractor", "lite0_state_dict", "WeightsNotFoundError"]
@@ -135,22 +136,31 @@ BACKBONES: dict[str, Backbone] = {
 class FeatureExtractor(nn.Module):
     """Images in [0, 1] -> {layer: feature map} for layers in {1, 2, 3}."""
 
-    def __init__(self, name: str, body: nn.Module, backbone: Backbone):
+    def __init__(self, name: str, body: nn.Module, backbone: Backbone, input_size: int | None = None):
         super().__init__()
         self.name = name
         self.body = body
+        self.input_size = input_size  # images resized (bilinear) so their longer side is this; None = as given
         self.channels = backbone.channels
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, torch.Tensor]:
+        h, w = images.shape[-2:]
+        if self.input_size and max(h, w) != self.input_size:
+            f = self.input_size / max(h, w)
+            images = F.interpolate(images, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False,
+                                   antialias=f < 1)
         feats = self.body((images - self.mean) / self.std)
         return {j: feats[j - 1] for j in layers}
 
 
-def build_extractor(name: str = "efficientnet_lite0", weights: str | None = None) -> FeatureExtractor:
+def build_extractor(name: str = "efficientnet_lite0", weights: str | None = None,
+                    input_size: int | None = None) -> FeatureExtractor:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    if input_size is not None and input_size < 32:
+        raise ValueError(f"features.input_size must be >= 32 px (or null for the model's size), got {input_size}")
     b = BACKBONES[name]
-    ext = FeatureExtractor(name, b.build(weights), b)
+    ext = FeatureExtractor(name, b.build(weights), b, input_size)
     return ext.eval().requires_grad_(False)
