@@ -59,6 +59,11 @@ def _to_image(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+def _extractor(cfg: DDADConfig) -> FeatureExtractor:
+    f = cfg.features
+    return build_extractor(f.backbone, f.weights, f.input_size)
+
+
 class Detector:
     def __init__(self, cfg: DDADConfig, unet, extractor: FeatureExtractor, calibration: Calibration | None = None):
         self.cfg = cfg
@@ -79,7 +84,7 @@ class Detector:
             torch.manual_seed(cfg.train.seed)
             unet = build_unet(cfg.model.preset, cfg.data.image_size)
         log.info("UNet preset %s: %.2f M parameters", cfg.model.preset, count_parameters(unet) / 1e6)
-        return cls(cfg, unet, build_extractor(cfg.features.backbone, cfg.features.weights, cfg.features.input_size)).to(device)
+        return cls(cfg, unet, _extractor(cfg)).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -102,6 +107,12 @@ class Detector:
         self.unet.eval()
         self.train_result = result
         return result
+
+    def reset_extractor(self) -> None:
+        """A fresh feature extractor for the current `cfg.features` (ImageNet weights, not adapted), on this
+        detector's device: after the backbone, layers or input size changed."""
+        self.extractor = _extractor(self.cfg).to(self.device)
+        self.adapted = False
 
     def adapt(self, images: torch.Tensor, progress: bool = False) -> AdaptResult:
         """Domain adaptation (Eq. 10) of the feature extractor on nominal images in [0, 1]."""

@@ -15,7 +15,6 @@ from .data import AnomalyDataset, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
 from .evaluation import EvalResult
-from .features import build_extractor
 from .metrics import format_table
 from .report import overlay, panel, save_png, to_uint8
 
@@ -70,8 +69,7 @@ def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
         det.cfg = apply_overrides(det.cfg, overrides)
         save_config(det.cfg, Path(model_dir) / "config.yaml")
         if det.cfg.features != old:  # another backbone, layers or input size: start again from its ImageNet weights
-            f = det.cfg.features
-            det.extractor = build_extractor(f.backbone, f.weights, f.input_size).to(device)
+            det.reset_extractor()
     train, val = nominal_split(det.cfg)
     r = det.adapt(train, progress=progress)
     log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss, r.last_loss)
@@ -107,8 +105,7 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
     det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS})
     train, val = nominal_split(det.cfg)
     if "features" in changed or "adapt" in changed:
-        det.extractor = build_extractor(cfg.features.backbone, cfg.features.weights, cfg.features.input_size).to(device)
-        det.adapted = False
+        det.reset_extractor()
         r = det.adapt(train, progress=progress)
         log.info("re-adapted the feature extractor: %d epochs, loss %.4f -> %.4f", r.epochs, r.first_loss, r.last_loss)
     det.calibrate(val)
