@@ -62,20 +62,25 @@ def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: 
 
 def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
               device: str = "cpu") -> Detector:
-    """Domain adaptation of a saved model (overrides like "adapt.epochs=4"), re-calibrate, save in place."""
+    """Domain adaptation of a saved model (overrides like "adapt.epochs=4"), re-calibrate, save in place.
+    It always starts from the backbone's ImageNet weights (Eq. 10's frozen phi_bar), so adapting again replaces
+    the previous adaptation instead of compounding it."""
     det = Detector.load(model_dir, device)
-    if overrides:
-        old = det.cfg.features
-        det.cfg = apply_overrides(det.cfg, overrides)
-        save_config(det.cfg, Path(model_dir) / "config.yaml")
-        if det.cfg.features != old:  # another backbone, layers or input size: start again from its ImageNet weights
-            det.reset_extractor()
+    det.cfg = apply_overrides(det.cfg, overrides)
+    _refit(det, model_dir, adapt=True, progress=progress)
+    return det
+
+
+def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool) -> None:
+    """Re-adapt (from the ImageNet weights) where asked, re-calibrate, save: what follows a change of settings."""
     train, val = nominal_split(det.cfg)
-    r = det.adapt(train, progress=progress)
-    log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss, r.last_loss)
+    if adapt:
+        det.reset_extractor()
+        r = det.adapt(train, progress=progress)
+        log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss,
+                 r.last_loss)
     det.calibrate(val)
     det.save(model_dir)
-    return det
 
 
 # What a trained UNet fixes (changing these needs a new training) and what can be redone on a saved model.
@@ -103,13 +108,7 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
     if not changed:
         return det, changed
     det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS})
-    train, val = nominal_split(det.cfg)
-    if "features" in changed or "adapt" in changed:
-        det.reset_extractor()
-        r = det.adapt(train, progress=progress)
-        log.info("re-adapted the feature extractor: %d epochs, loss %.4f -> %.4f", r.epochs, r.first_loss, r.last_loss)
-    det.calibrate(val)
-    det.save(model_dir)
+    _refit(det, model_dir, adapt="features" in changed or "adapt" in changed, progress=progress)
     return det, changed
 
 

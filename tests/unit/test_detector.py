@@ -151,3 +151,17 @@ def test_adapt_with_new_feature_settings_rebuilds_the_extractor(tiny_model, tmp_
     det = run_adapt(d, ["features.input_size=64", "adapt.epochs=1", "adapt.batch_size=4"], progress=False)
     assert det.extractor.input_size == 64  # adapted at the resolution it will be used at
     assert Detector.load(d).extractor.input_size == 64
+
+
+def test_adapting_again_replaces_the_adaptation_instead_of_compounding_it(tiny_model, tmp_path):
+    import shutil
+
+    from ddad.pipeline import run_adapt
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    first = run_adapt(d, ["adapt.epochs=1", "adapt.batch_size=4"], progress=False).extractor.state_dict()
+    second = run_adapt(d, progress=False).extractor.state_dict()  # starts again from the ImageNet weights
+    assert any(not torch.equal(v, Detector.create(Detector.load(d).cfg).extractor.state_dict()[k])
+               for k, v in first.items())  # adaptation did move the weights
+    assert all(torch.equal(v, second[k]) for k, v in first.items())
