@@ -1,8 +1,8 @@
 """`ddad benchmark`: train (or reuse) and evaluate methods on one dataset category, one table side by side.
 
-Every row uses the same data split, image size and metrics code. Nothing here reads test labels to choose a
-setting: the DDAD config comes from a file (where each default comes from is written in it), PatchCore uses
-anomalib's defaults (coreset 10%, 9 neighbours) with the same backbone.
+Every row uses the same data split, image size and metrics code (the configs' data sections must agree). Nothing
+here reads test labels to choose a setting: each method's config comes from a file (where each value comes from
+is written in it), PatchCore uses anomalib's defaults (coreset 10%, 9 neighbours) with the same backbone.
 """
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ import torch
 
 from .config import DDADConfig, to_dict
 from .data import AnomalyDataset, collate, load_dataset
-from .detector import Detector
 from .evaluation import peak_memory_mb
 from .metrics import MapAccumulator, Metrics, format_table
 from .pipeline import nominal_split, reuse_trained, run_adapt, run_evaluate, run_train
 
-__all__ = ["run_benchmark", "METHODS", "git_commit"]
+__all__ = ["run_benchmark", "BASELINES", "git_commit", "configs_by_method"]
 
 log = logging.getLogger(__name__)
 COLS = ("s/img", "train s", "peak MiB")
@@ -42,18 +41,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _ddad(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: tuple[int, ...],
-          device: str) -> dict[str, Metrics]:
-    model_dir = out / "ddad"
+def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: tuple[int, ...] | None,
+               device: str) -> dict[str, Metrics]:
+    """Train (or reuse), adapt and evaluate one diffusion method; one row per denoising-step variant."""
+    model_dir = out / cfg.method
     t0 = time.perf_counter()
     if reuse and (model_dir / "model.json").is_file():
-        # the UNet is reused; features/adapt/sampling/scoring come from `cfg` (re-adapted where they changed)
+        # the networks are reused; features/adapt/sampling/scoring come from `cfg` (re-adapted where they changed)
         det, changed = reuse_trained(model_dir, cfg, device=device)
-        timing = json.loads((model_dir / "benchmark_train.json").read_text())
+        timing_file = model_dir / "benchmark_train.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": float("nan")}
         if changed:
             timing = {**timing, "seconds": timing.get("train_seconds", timing["seconds"]) + time.perf_counter() - t0,
                       "redone": list(changed)}
-            (model_dir / "benchmark_train.json").write_text(json.dumps(timing))
+            timing_file.write_text(json.dumps(timing))
         train_s = timing["seconds"]
     else:
         run_train(cfg, model_dir, device=device)
@@ -62,10 +63,11 @@ def _ddad(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: 
         train_s = time.perf_counter() - t0
         (model_dir / "benchmark_train.json").write_text(json.dumps({"seconds": train_s, "train_seconds": t_train}))
     rows = {}
-    for n in steps:
+    for n in steps or (cfg.sampling.steps,):
         det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
-        res = run_evaluate(det, test, model_dir / f"eval-ddad{n}", name=f"DDAD-{n}")
-        rows[f"DDAD-{n} ({cfg.model.preset}, {cfg.data.image_size}px)"] = res.metrics.with_extra(
+        label = f"{cfg.method.upper()}-{n}"
+        res = run_evaluate(det, test, model_dir / f"eval-{cfg.method}{n}", name=label)
+        rows[f"{label} ({cfg.model.preset}, {cfg.data.image_size}px)"] = res.metrics.with_extra(
             **{"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
     return rows
 
@@ -89,36 +91,72 @@ def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Me
     return {f"PatchCore (lite0, coreset 10%, {cfg.data.image_size}px)": m}
 
 
-METHODS = ("ddad", "patchcore")
+BASELINES = ("patchcore",)
 
 
 def _device_name(device: str) -> str:
     if torch.device(device).type == "cuda":
-        return f"DDAD on {torch.cuda.get_device_name(torch.device(device))} (PatchCore always on the CPU)"
+        return f"diffusion methods on {torch.cuda.get_device_name(torch.device(device))} (PatchCore always on the CPU)"
     return "cpu"
 
 
-def run_benchmark(cfg: DDADConfig, methods: tuple[str, ...], out: str | Path, reuse: bool = False,
-                  ddad_steps: tuple[int, ...] = (10, 5), device: str = "cpu") -> str:
-    unknown = set(methods) - set(METHODS)
+def configs_by_method(configs: list[DDADConfig], methods: tuple[str, ...]) -> dict[str, DDADConfig]:
+    """The config of each diffusion method in `methods` (a config's `method` key says whose it is); all must share
+    one data section, so every row sees the same split."""
+    from .methods import METHODS
+
+    unknown = [m for m in methods if m not in METHODS and m not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join([*METHODS, *BASELINES])}")
+    by_method: dict[str, DDADConfig] = {}
+    for c in configs:
+        if c.method in by_method:
+            raise ValueError(f"two configs for method {c.method!r}; pass one --config per method")
+        by_method[c.method] = c
+    missing = [m for m in methods if m in METHODS and m not in by_method]
+    if missing:
+        raise ValueError(f"no config for {', '.join(missing)}: pass --config FILE whose `method:` is "
+                         f"{missing[0]} (e.g. configs/mvtec/bottle-{missing[0]}-cpu.yaml)")
+    datas = {repr(c.data) for c in by_method.values()}
+    if len(datas) > 1:
+        raise ValueError(f"the configs' data sections differ ({' vs '.join(sorted(datas))}); every row must use "
+                         "the same data, image size and split")
+    return by_method
+
+
+def _write(out: Path, header: str, rows: dict[str, Metrics], by_method: dict[str, DDADConfig]) -> str:
+    report = f"{header}\n\n{format_table(rows, extra_cols=COLS)}\n"
+    (out / "benchmark.md").write_text(report)
+    (out / "benchmark.json").write_text(json.dumps({"header": header, "configs": {
+        m: to_dict(c) for m, c in by_method.items()}, "rows": {k: v.as_dict() for k, v in rows.items()}}, indent=2))
+    return report
+
+
+def run_benchmark(configs: list[DDADConfig] | DDADConfig, methods: tuple[str, ...], out: str | Path,
+                  reuse: bool = False, ddad_steps: tuple[int, ...] | None = None, device: str = "cpu") -> str:
+    """One table for `methods` (diffusion methods, each with its config, and baselines) on the configs' data."""
+    configs = [configs] if isinstance(configs, DDADConfig) else list(configs)
+    if not configs:
+        raise ValueError("run_benchmark needs at least one config (it names the data)")
+    if not methods:
+        raise ValueError("no methods to benchmark: pass --methods, e.g. ddad,d3ad,patchcore")
+    by_method = configs_by_method(configs, methods)
+    cfg0 = next(iter(by_method.values()), configs[0])
     commit = git_commit()  # the code that trains, read before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    d = cfg.data
+    d = cfg0.data
     test = load_dataset(d.layout, d.root, "test", d.category, d.image_size, d.seed)
-    rows: dict[str, Metrics] = {}
-    for method in methods:
-        log.info("benchmark: %s", method)
-        rows.update(_ddad(cfg, test, out, reuse, ddad_steps, device) if method == "ddad" else _patchcore(cfg, test, out))
     header = (f"dataset {d.layout}:{d.category or Path(d.root).name} ({len(test)} test images, "
               f"{int(np.sum(test.labels))} defective), {d.image_size} px, no centre crop; "
               f"commit {commit}; {platform.machine()}, {os.cpu_count()} CPU threads, "
               f"torch {torch.__version__}, {_device_name(device)}")
-    table = format_table(rows, extra_cols=COLS)
-    report = f"{header}\n\n{table}\n"
-    (out / "benchmark.md").write_text(report)
-    (out / "benchmark.json").write_text(json.dumps({"header": header, "config": to_dict(cfg), "rows": {
-        k: v.as_dict() for k, v in rows.items()}}, indent=2))
+    rows: dict[str, Metrics] = {}
+    for method in methods:
+        log.info("benchmark: %s", method)
+        if method in BASELINES:
+            rows.update(_patchcore(cfg0, test, out))
+        else:
+            rows.update(_diffusion(by_method[method], test, out, reuse, ddad_steps, device))
+        report = _write(out, header, rows, by_method)  # after every method: a partial table survives a crash
     return report

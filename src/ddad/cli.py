@@ -17,7 +17,8 @@ def _config(args: argparse.Namespace, default: str | None = None):
     from .config import load_config
 
     path = args.config or (str(resources.files("ddad") / "configs" / default) if default else None)
-    return load_config(path, args.set or [])
+    method = getattr(args, "method", None)
+    return load_config(path, ([f"method={method}"] if method else []) + (args.set or []))
 
 
 def _dataset(cfg, args: argparse.Namespace, split: str = "test"):
@@ -103,16 +104,26 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .benchmark import run_benchmark
+    from .config import load_config
 
-    cfg = _config(args)
-    root = args.data or os.environ.get("DDAD_BENCH_DATA") or cfg.data.root
-    if not root:
-        raise ValueError("no dataset: pass --data PATH or set DDAD_BENCH_DATA")
-    cfg = replace(cfg, data=replace(cfg.data, root=root, layout=args.layout or cfg.data.layout,
-                                    category=args.category or cfg.data.category))
+    from .config import METHOD_SECTIONS
+
+    root = args.data or os.environ.get("DDAD_BENCH_DATA")
+    configs = []
+    for path in args.config or [None]:
+        method = load_config(path).method
+        # an override of a method's own section (d3ad.k=5) goes to that method's config only
+        mine = [o for o in args.set or [] if o.split(".", 1)[0] not in set(METHOD_SECTIONS.values()) - {None}
+                or o.split(".", 1)[0] == METHOD_SECTIONS[method]]
+        cfg = load_config(path, mine)
+        cfg = replace(cfg, data=replace(cfg.data, root=root or cfg.data.root, layout=args.layout or cfg.data.layout,
+                                        category=args.category or cfg.data.category))
+        if not cfg.data.root:
+            raise ValueError("no dataset: pass --data PATH or set DDAD_BENCH_DATA")
+        configs.append(cfg)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    steps = tuple(int(n) for n in args.ddad_steps.split(","))
-    print(run_benchmark(cfg, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device))
+    steps = tuple(int(n) for n in args.ddad_steps.split(",")) if args.ddad_steps else None
+    print(run_benchmark(configs, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device))
     print(f"tables in {args.out}/benchmark.md and benchmark.json")
     return 0
 
@@ -120,8 +131,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .diffusion import PRESETS, build_unet, count_parameters
     from .features import BACKBONES
+    from .methods import METHODS
 
-    print(f"ddad {__version__}\n\nUNet presets:")
+    print(f"ddad {__version__}\n\nmethods (config key `method`, or --method):")
+    for name, cls in METHODS.items():
+        print(f"  {name:6s} {cls.summary}")
+    print("\nUNet presets:")
     for name, p in PRESETS.items():
         n = count_parameters(build_unet(name, p.image_size)) / 1e6
         print(f"  {name:8s} {n:6.2f} M parameters at {p.image_size} px  {p.note}")
@@ -137,18 +152,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    cfg = _config(args, default="demo.yaml")
+    cfg = _config(args, default=f"demo-{args.method}.yaml" if args.method and args.method != "ddad" else "demo.yaml")
+    name = f"{cfg.method.upper()}-{cfg.sampling.steps}"
     print(f"[1/5] generating the synthetic '{args.category}' dataset (MVTec layout) in {out / 'data'}")
     root = make_synthetic_dataset(out / "data", SyntheticSpec(category=args.category, size=cfg.data.image_size,
                                                               seed=cfg.data.seed))
     cfg = replace(cfg, data=replace(cfg.data, root=str(root), layout="mvtec"))
-    print(f"[2/5] training the diffusion UNet ({cfg.model.preset}, {cfg.train.steps} steps)")
+    print(f"[2/5] training {cfg.method} ({cfg.model.preset} UNet, {cfg.train.steps} steps)")
     run_train(cfg, out / "model", device=args.device)
     print(f"[3/5] domain adaptation of the feature extractor ({cfg.adapt.epochs} epoch(s))")
     det = run_adapt(out / "model", device=args.device)
     print("[4/5] evaluating on the synthetic test set")
     ds = _dataset(cfg, argparse.Namespace(data=None, layout=None, category=None))
-    res = run_evaluate(det, ds, out / "model" / "eval", name=f"DDAD-{cfg.sampling.steps} (demo)")
+    res = run_evaluate(det, ds, out / "model" / "eval", name=f"{name} (demo)")
     print("[5/5] writing predictions for one image per defect type")
     picks = {}
     for it in ds.items:
@@ -157,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .report import build_report
 
     report = build_report(out / "model" / "eval")
-    print("\n" + metrics_markdown(res, f"DDAD-{cfg.sampling.steps} demo"))
+    print("\n" + metrics_markdown(res, f"{name} demo"))
     print(f"\nimage AUROC {100 * res.metrics.image_auroc:.1f}  pixel AUROC {100 * res.metrics.pixel_auroc:.1f}  "
           f"PRO {100 * res.metrics.pro:.1f}   ({time.perf_counter() - t0:.0f} s in all)")
     print(f"model: {out / 'model'}   metrics: {out / 'model' / 'eval'}   pictures: {out / 'predictions'}")
@@ -166,7 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ddad", description="Anomaly detection with conditioned denoising diffusion (DDAD).")
+    p = argparse.ArgumentParser(prog="ddad", description="Anomaly detection with denoising diffusion models (DDAD, D3AD).")
     p.add_argument("--version", action="version", version=f"ddad {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -174,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, config=True, device=True):
         if config:
             sp.add_argument("--config", help="YAML config (see configs/)")
+            sp.add_argument("--method", help="method: ddad (default), d3ad (see `ddad info`); same as --set method=NAME")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set sampling.w=4")
         if device:
             sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -188,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="ddad_demo", help="output folder (default: ddad_demo)")
     s.add_argument("--category", default="object", choices=["object", "texture", "surface"])
     s.set_defaults(func=cmd_demo)
+    # (--method picks the demo config too: src/ddad/configs/demo-<method>.yaml)
 
     s = sub.add_parser("train", help="train a diffusion model on nominal images and calibrate it")
     common(s)
@@ -229,15 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=8, help="requests scored together")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("benchmark", help="train/evaluate DDAD and baselines on one category, one table")
-    common(s)
+    s = sub.add_parser("benchmark", help="train/evaluate methods and baselines on one category, one table")
+    common(s, config=False)
+    s.add_argument("--config", action="append",
+                   help="YAML config of one method (its `method:` key says which); repeat, one per method")
     s.add_argument("--data", help="dataset folder (or env DDAD_BENCH_DATA)")
     s.add_argument("--layout", help="dataset layout (default: the config's)")
     s.add_argument("--category", help="category inside the dataset folder")
-    s.add_argument("--methods", default="ddad,patchcore", help="comma list: ddad, patchcore")
-    s.add_argument("--ddad-steps", default="10,5", help="DDAD-n variants to evaluate (comma list)")
+    s.add_argument("--methods", default="ddad,patchcore",
+                   help="comma list of methods (ddad, d3ad; see `ddad info`) and baselines (patchcore)")
+    s.add_argument("--steps", "--ddad-steps", dest="ddad_steps", default=None,
+                   help="denoising-step variants to evaluate for every diffusion method, comma list (default: "
+                        "10,5 for ddad, the config's sampling.steps for the others)")
     s.add_argument("--out", default="runs/benchmark")
-    s.add_argument("--reuse", action="store_true", help="reuse a trained DDAD model in --out")
+    s.add_argument("--reuse", action="store_true", help="reuse trained models in --out")
     s.set_defaults(func=cmd_benchmark)
 
     s = sub.add_parser("info", help="UNet presets with parameter counts, backbones")

@@ -16,8 +16,8 @@ import yaml
 
 __all__ = [
     "DataConfig", "ModelConfig", "ScheduleConfig", "TrainConfig", "SamplingConfig", "FeatureConfig",
-    "ScoringConfig", "AdaptConfig", "DDADConfig", "ConfigError", "load_config", "from_dict", "to_dict",
-    "apply_overrides", "save_config",
+    "ScoringConfig", "AdaptConfig", "AutoencoderConfig", "D3ADConfig", "DDADConfig", "ConfigError", "METHOD_SECTIONS",
+    "load_config", "from_dict", "to_dict", "apply_overrides", "save_config",
 ]
 
 
@@ -105,7 +105,50 @@ class AdaptConfig:
 
 
 @dataclass(frozen=True)
+class AutoencoderConfig:
+    """D3AD's latent space: a diffusers AutoencoderKL, 2**(len(channels)-1) times smaller than the image."""
+
+    path: str | None = None  # local diffusers AutoencoderKL folder (config.json + weights), e.g. a Stable Diffusion
+    # VAE you have; null = train one on the nominal images (the first stage of `ddad train`). Never downloaded.
+    channels: tuple[int, ...] = (16, 32, 64)  # 3 levels = 4x down (SPEC: 4x); 0.9 s per batch-16 step at 128 px on
+    # 2 CPU cores (32 channels at full resolution: 4 s)
+    layers_per_block: int = 1
+    mid_attention: bool = False  # self-attention in the bottleneck (SD's VAE has it; 5x slower on a CPU)
+    latent_channels: int = 4  # SPEC / Stable Diffusion: 4
+    kl_weight: float = 1.0e-6  # Stable Diffusion's VAE: 1e-6 (a nearly deterministic latent)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1000, batch_size=16, lr=1e-3, optimizer="adamw", weight_decay=0.0, ema_decay=0.0,
+        checkpoint_every=250))  # ~15 min at 128 px on 2 CPU cores
+
+
+@dataclass(frozen=True)
+class D3ADConfig:
+    """Dynamic noise (D3AD, papers/dynamic-noise-latent-diffusion-supplement.md). T'_max is sampling.start_level."""
+
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    dynamic: bool = True  # per-image T' from kNN-distance bins; False = every image starts at sampling.start_level
+    k: int = 20  # nearest training vectors (paper: 20)
+    bins: int = 10  # histogram bins of the training images' own kNN distances (paper: 10)
+    min_bin: int = 2  # T' = clip(bin, min_bin, bins) / bins * T'_max (paper: 2)
+    round_to: int = 10  # T' rounded to a multiple of this (paper: "rounded to 10s", so 10 DDIM steps stay integer)
+    start_backbone: str = "efficientnet_lite0"  # frozen ImageNet extractor for the kNN (paper: ResNet34)
+    start_weights: str | None = None  # local weights file for a torchvision start backbone
+    start_layer: int = 2  # paper: block 2
+    start_pool: int = 16  # features average-pooled to start_pool x start_pool, flattened (paper: 16)
+    noiseless: bool = True  # omega = 0: x_T' = sqrt(ab_T') z (paper's noiseless scaling); False adds the noise
+    latent_weight: float = 0.85  # paper lambda: map = 0.85 latent L1 + 0.15 feature cosine
+    feature_reference: str = "decoded"  # the feature term compares decode(z0) with: decoded = decode(z) (the
+    # autoencoder's own copy of the input, so its reconstruction error cancels) | input (the image itself)
+
+
+# Method name -> the config section holding its own options (None: only shared sections). The classes live in
+# ddad.methods.METHODS; a test keeps the two tables in step.
+METHOD_SECTIONS: dict[str, str | None] = {"ddad": None, "d3ad": "d3ad"}
+
+
+@dataclass(frozen=True)
 class DDADConfig:
+    method: str = "ddad"  # one of METHOD_SECTIONS (ddad info lists them)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -114,6 +157,21 @@ class DDADConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    d3ad: D3ADConfig = field(default_factory=D3ADConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_SECTIONS:
+            raise ConfigError(f"method: unknown method {self.method!r}; {_suggest(self.method, list(METHOD_SECTIONS))}"
+                              f"choose one of {', '.join(METHOD_SECTIONS)}")
+        for owner, section in METHOD_SECTIONS.items():
+            if section is None or owner == self.method:
+                continue
+            mine, default = getattr(self, section), type(getattr(self, section))()
+            if mine != default:
+                changed = [k for k in to_dict(default) if to_dict(mine)[k] != to_dict(default)[k]]
+                raise ConfigError(f"{section}.{changed[0]} is an option of method {owner!r}, but method is "
+                                  f"{self.method!r}; set method: {owner} (or --method {owner}), or remove the "
+                                  f"{section} section")
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -175,36 +233,56 @@ def to_dict(cfg: Any) -> dict:
     return lists(out)
 
 
+def _override(data: dict, item: str) -> None:
+    """Set one `a.b=value` (value parsed as YAML) in the nested dict `data`, naming what is valid on a typo."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. sampling.w=4)")
+    path, raw = item.split("=", 1)
+    node = data
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], dict):
+            valid = [k for k, v in node.items() if isinstance(v, dict)]
+            raise ConfigError(f"override {item!r}: unknown section {part!r}; {_suggest(part, valid)}valid: {valid}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; {_suggest(parts[-1], list(node))}"
+                          f"valid keys: {', '.join(node)}")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    """`update` laid over `base` (nested); unknown keys are left for from_dict to report."""
+    if not isinstance(update, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {update!r}")
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(base[k], v, f"{where}.{k}") if isinstance(base.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
 def apply_overrides(cfg: DDADConfig, overrides: list[str] | tuple[str, ...]) -> DDADConfig:
     """Apply `a.b=value` strings (value parsed as YAML) and re-validate strictly."""
     data = to_dict(cfg)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. sampling.w=4)")
-        path, raw = item.split("=", 1)
-        node = data
-        parts = path.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            if part not in node or not isinstance(node[part], dict):
-                valid = [k for k, v in node.items() if isinstance(v, dict)]
-                raise ConfigError(f"override {item!r}: unknown section {part!r}; {_suggest(part, valid)}valid: {valid}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; {_suggest(parts[-1], list(node))}"
-                              f"valid keys: {', '.join(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
+        _override(data, item)
     return from_dict(DDADConfig, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DDADConfig:
-    """Defaults <- YAML file (strict) <- overrides."""
-    cfg = DDADConfig()
+    """Defaults <- YAML file (strict) <- overrides, validated once at the end (so `--set method=d3ad` may
+    select the method whose section the file sets)."""
+    data = to_dict(DDADConfig())
+    where = "config"
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found; see configs/ for examples")
-        cfg = from_dict(DDADConfig, yaml.safe_load(p.read_text()) or {}, where=p.name)
-    return apply_overrides(cfg, overrides)
+        where = p.name
+        data = _merge(data, yaml.safe_load(p.read_text()) or {}, where)
+    for item in overrides:
+        _override(data, item)
+    return from_dict(DDADConfig, data, where)
 
 
 def save_config(cfg: DDADConfig, path: str | Path) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import DDADConfig, apply_overrides, save_config, to_dict
+from .config import METHOD_SECTIONS, DDADConfig, apply_overrides, save_config, to_dict
 from .data import AnomalyDataset, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
@@ -83,8 +83,9 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool) ->
     det.save(model_dir)
 
 
-# What a trained UNet fixes (changing these needs a new training) and what can be redone on a saved model.
-TRAINED_SECTIONS = ("model", "train", "schedule")
+# What a trained model fixes (changing these needs a new training) and what can be redone on a saved model.
+# A method's own section (config.METHOD_SECTIONS) counts as trained: it holds its networks' settings.
+TRAINED_SECTIONS = ("method", "model", "train", "schedule")
 TRAINED_DATA = ("layout", "category", "image_size", "val_fraction", "seed")
 REDONE_SECTIONS = ("features", "adapt", "sampling", "scoring")
 
@@ -97,8 +98,10 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
     in place. Returns (detector, changed sections). Raises ValueError where `cfg` asks for a different training."""
     det = Detector.load(model_dir, device)
     old = det.cfg
-    wrong = [f"{sec} ({to_dict(getattr(old, sec))} != {to_dict(getattr(cfg, sec))})"
-             for sec in TRAINED_SECTIONS if getattr(old, sec) != getattr(cfg, sec)]
+    own = METHOD_SECTIONS[old.method]
+    show = lambda v: to_dict(v) if is_dataclass(v) else repr(v)  # noqa: E731
+    wrong = [f"{sec} ({show(getattr(old, sec))} != {show(getattr(cfg, sec))})"
+             for sec in TRAINED_SECTIONS + ((own,) if own else ()) if getattr(old, sec) != getattr(cfg, sec)]
     wrong += [f"data.{k} ({getattr(old.data, k)!r} != {getattr(cfg.data, k)!r})"
               for k in TRAINED_DATA if getattr(old.data, k) != getattr(cfg.data, k)]
     if wrong:

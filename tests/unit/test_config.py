@@ -28,3 +28,29 @@ def test_shipped_configs_load():
     paths += sorted((Path(__file__).resolve().parents[2] / "configs").glob("**/*.yaml"))
     for p in paths:
         load_config(p)
+
+
+def test_method_key_and_method_sections():
+    from ddad.config import METHOD_SECTIONS
+    from ddad.methods import METHODS
+
+    assert set(METHOD_SECTIONS) == set(METHODS)  # the config's table and the class table stay in step
+    assert all(cls.name == name and cls.summary for name, cls in METHODS.items())
+    assert DDADConfig().method == "ddad"
+    cfg = apply_overrides(DDADConfig(), ["method=d3ad", "d3ad.k=5"])
+    assert cfg.method == "d3ad" and cfg.d3ad.k == 5
+    with pytest.raises(ConfigError, match="d3ad.k is an option of method 'd3ad', but method is 'ddad'"):
+        apply_overrides(DDADConfig(), ["d3ad.k=5"])
+    with pytest.raises(ConfigError, match="unknown method 'd3da'; did you mean .*d3ad"):
+        apply_overrides(DDADConfig(), ["method=d3da"])
+
+
+def test_file_section_of_another_method_is_an_error_unless_method_is_set(tmp_path):
+    (tmp_path / "c.yaml").write_text("d3ad:\n  autoencoder:\n    channels: [8, 16]\n")
+    with pytest.raises(ConfigError, match="d3ad.autoencoder is an option of method 'd3ad'.*set method: d3ad"):
+        load_config(tmp_path / "c.yaml")
+    cfg = load_config(tmp_path / "c.yaml", ["method=d3ad"])  # --method d3ad on the command line
+    assert cfg.d3ad.autoencoder.channels == (8, 16) and cfg.d3ad.autoencoder.train.steps == 1000
+    (tmp_path / "d.yaml").write_text("d3ad:\n  autoencoder:\n    chanels: [8]\n")
+    with pytest.raises(ConfigError, match="did you mean channels"):
+        load_config(tmp_path / "d.yaml", ["method=d3ad"])

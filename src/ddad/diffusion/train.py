@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from ..checkpoint import load_json, load_tensors, save_json, save_tensors
 from ..config import TrainConfig
 from .schedule import NoiseSchedule
 
-__all__ = ["TrainResult", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME"]
+__all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last"
@@ -79,17 +80,44 @@ def _load(ckpt: Path, model, opt, fingerprint: str) -> tuple[int, dict[str, torc
     return int(info["step"]), ema
 
 
-def train_diffusion(
+# A method's training objective: (model, clean batch x0 (B, C, H, W), CPU generator, generator on the model's
+# device) -> scalar loss. Everything random is drawn from the two generators (seeded by (seed, step)).
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator, torch.Generator], torch.Tensor]
+
+
+def eps_loss(schedule: NoiseSchedule) -> LossFn:
+    """DDPM's L_simple: ||eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t)||^2, t ~ U{0..T-1}."""
+
+    def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+        t = torch.randint(schedule.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
+        noise = torch.randn(x0.shape, generator=gd, device=x0.device)
+        pred = model(schedule.q_sample(x0, t, noise), t).sample
+        return F.mse_loss(pred.float(), noise)
+
+    return loss
+
+
+def train_diffusion(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor, cfg: TrainConfig,
+                    ckpt_dir: str | Path, resume: bool = False, meta: dict | None = None,
+                    progress: bool = False) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
+    """Train `model` (eps prediction) on nominal images (N, C, H, W) in [-1, 1]; returns (result, ema weights)."""
+    return train_model(model, images, eps_loss(schedule), cfg, ckpt_dir, resume, meta, progress)
+
+
+def train_model(
     model: torch.nn.Module,
-    schedule: NoiseSchedule,
     images: torch.Tensor,
+    loss_fn: LossFn,
     cfg: TrainConfig,
     ckpt_dir: str | Path,
     resume: bool = False,
     meta: dict | None = None,
     progress: bool = False,
+    desc: str = "train",
 ) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
-    """Train `model` (eps prediction) on nominal images (N, 3, H, W) in [-1, 1]; returns (result, ema weights)."""
+    """Train `model` on images (N, C, H, W) with `loss_fn`, resumable from ckpt_dir; returns (result, EMA weights).
+
+    A run whose checkpoint already has cfg.steps steps returns at once (a finished stage of a resumed run)."""
     if images.shape[0] == 0:
         raise ValueError("no training images: the nominal training set is empty")
     device = next(model.parameters()).device
@@ -109,20 +137,17 @@ def train_diffusion(
     ema_pairs = None if ema is None else [(ema[k], v) for k, v in model.state_dict().items()]
     model.train()
     start_step, t0, loss_val = step, time.perf_counter(), float("nan")
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
-        # 1. batch, timesteps and noise from a (seed, step) generator: exact resume
+        # 1. batch and all noise from a (seed, step) generator: exact resume
         #    (noise drawn on the model's device: the same (seed, step) gives the same batch there, on CPU as before)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=g)
-        t = torch.randint(schedule.num_train_timesteps, (cfg.batch_size,), generator=g)
         gd = g if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
-        noise = torch.randn((cfg.batch_size, *images.shape[1:]), generator=gd, device=device)
-        x0, t = images[idx.to(device)], t.to(device)
-        # 2. loss ||eps - eps_theta(x_t, t)||^2
+        x0 = images[idx.to(device)]
+        # 2. the method's objective
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(schedule.q_sample(x0, t, noise), t).sample
-        loss = F.mse_loss(pred.float(), noise)
+            loss = loss_fn(model, x0, g, gd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -33,11 +33,14 @@ PRESETS: dict[str, UNetPreset] = {
     "cpu-64": UNetPreset(64, (16, 32, 64, 128), (False, False, True, True), 1, 32,
                          "CPU preset for 64 px (attention at 16/8); ~0.45 s per batch-16 step on 2 cores"),
     "cpu-32": UNetPreset(32, (16, 32, 32), (False, False, True), 1, 16, "test-sized preset for 32 px"),
+    "latent-32": UNetPreset(32, (64, 128, 128), (False, True, True), 2, 32,
+                            "CPU preset for 32x32 latents (a 128-px image, 4x down; attention at 16/8)"),
 }
 
 
-def build_unet(preset: str, image_size: int) -> UNet2DModel:
-    """A fresh eps-prediction UNet. image_size must be divisible by 2**(levels-1)."""
+def build_unet(preset: str, image_size: int, channels: int = 3) -> UNet2DModel:
+    """A fresh eps-prediction UNet for (channels, image_size, image_size) inputs (3 for images, the latent channels
+    for latent diffusion). image_size must be divisible by 2**(levels-1)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
@@ -46,8 +49,8 @@ def build_unet(preset: str, image_size: int) -> UNet2DModel:
         raise ValueError(f"preset {preset!r} needs image_size divisible by {factor}, got {image_size}")
     return UNet2DModel(
         sample_size=image_size,
-        in_channels=3,
-        out_channels=3,
+        in_channels=channels,
+        out_channels=channels,
         layers_per_block=p.layers_per_block,
         block_out_channels=p.channels,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in p.attention),

@@ -2,9 +2,9 @@
 from .ddim import ddim_sigma, ddim_step, predict_x0
 from .guidance import ddad_condition
 from .reconstruct import Reconstruction, image_seeds, per_image_noise, reconstruct
-from .start import POLICIES, FixedStart, StartPolicy, timestep_plan
+from .start import POLICIES, FixedStart, KNNBinStart, StartPolicy, knn_distances, timestep_plan
 
 __all__ = [
-    "FixedStart", "POLICIES", "Reconstruction", "StartPolicy", "ddad_condition", "ddim_sigma", "ddim_step",
+    "FixedStart", "KNNBinStart", "POLICIES", "knn_distances", "Reconstruction", "StartPolicy", "ddad_condition", "ddim_sigma", "ddim_step",
     "image_seeds", "per_image_noise", "predict_x0", "reconstruct", "timestep_plan",
 ]

@@ -56,15 +56,19 @@ def reconstruct(
     seed: int = 0,
     official_offbyone: bool = False,
     noise_free_start: bool = False,
+    seeds: list[int] | None = None,
+    clip: float | None = 1.0,
 ) -> Reconstruction:
     """Denoise x from its start level, conditioned on target y (DDAD: y = x). x, y: (B, C, H, W) in [-1, 1].
 
     start: (B,) noise levels T'. noise_free_start=True starts from sqrt(ab_T') x with no noise (D3AD's
     noiseless scaling, omega = 0). Randomness comes from per-image generators (image_seeds), so the result for
-    an image does not depend on the batch it is in.
+    an image does not depend on the batch it is in; `seeds` overrides them (latent diffusion seeds from the image,
+    not from its latent). clip: the result is clamped to [-clip, clip] (images); None leaves it (latents, whose
+    values are unit-variance, not bounded).
     """
     t_plan, t_prev_plan = timestep_plan(start.cpu(), n_steps, official_offbyone)
-    noise = per_image_noise(tuple(x.shape[1:]), image_seeds(x, seed), n_steps + 1, x.device, x.dtype)
+    noise = per_image_noise(tuple(x.shape[1:]), image_seeds(x, seed) if seeds is None else seeds, n_steps + 1, x.device, x.dtype)
     # 1. forward-noise the input to its start level
     ab_start = schedule.alpha_bar(start.cpu()).to(x.device)
     eps0 = torch.zeros_like(x) if noise_free_start else noise[0]
@@ -79,4 +83,4 @@ def reconstruct(
         eps_hat = ddad_condition(eps, x_t, y, ab_t, w)
         x_t, x0 = ddim_step(x_t, eps_hat, ab_t, ab_prev, eta, noise[i + 1])
     # the last step lands on t_prev = -1 (ab = 1), where x_t equals the x0 estimate
-    return Reconstruction(x0=x_t.clamp(-1, 1), start=start)
+    return Reconstruction(x0=x_t if clip is None else x_t.clamp(-clip, clip), start=start)

@@ -62,7 +62,7 @@ def create_app(detector, limits: ServeLimits = ServeLimits()) -> FastAPI:
     @app.get("/model")
     async def model() -> dict:
         c = detector.cfg
-        return {"ddad_version": __version__, "preset": c.model.preset, "image_size": c.data.image_size,
+        return {"ddad_version": __version__, "method": c.method, "preset": c.model.preset, "image_size": c.data.image_size,
                 "backbone": c.features.backbone, "adapted": detector.adapted, "sampling": c.sampling.__dict__,
                 "threshold": threshold, "pixel_threshold": cal.pixel_threshold if cal else None,
                 "false_reject_rate": c.scoring.false_reject_rate}

@@ -1,0 +1,87 @@
+"""Latent space for latent diffusion (D3AD; GLAD in latent mode): a diffusers AutoencoderKL.
+
+Offline default: a small KL autoencoder, 2**(levels-1) times smaller than the image (4x with 3 levels, 4 latent
+channels), trained on the nominal images. Or a pretrained diffusers AutoencoderKL folder on this machine (e.g. a
+Stable Diffusion VAE), loaded from local files only. Latents are the posterior mean times `scale`, a factor
+measured on the training latents (1 / their standard deviation) and stored with the model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from ..config import AutoencoderConfig
+
+__all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
+           "latent_scale", "downsampling"]
+
+
+def build_autoencoder(cfg: AutoencoderConfig, saved_config: dict | None = None) -> AutoencoderKL:
+    """A fresh autoencoder from `cfg`; a pretrained one (cfg.path) loaded from disk; or, with `saved_config` (the
+    architecture stored in a model directory), an empty one of that architecture for its saved weights."""
+    if saved_config is not None:
+        return AutoencoderKL.from_config(saved_config)
+    if cfg.path:
+        return load_pretrained_autoencoder(cfg.path)
+    if len(cfg.channels) < 2:
+        raise ValueError(f"d3ad.autoencoder.channels needs at least 2 levels (2x down), got {cfg.channels}")
+    n = len(cfg.channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.channels), layers_per_block=cfg.layers_per_block,
+        norm_num_groups=min(32, cfg.channels[0]), mid_block_add_attention=cfg.mid_attention,
+    )
+
+
+def load_pretrained_autoencoder(path: str | Path) -> AutoencoderKL:
+    """A diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors), local files only."""
+    p = Path(path).expanduser()
+    expected = "a diffusers AutoencoderKL folder with config.json and diffusion_pytorch_model.safetensors"
+    if not p.is_dir():
+        raise FileNotFoundError(f"d3ad.autoencoder.path {p} does not exist; expected {expected} (e.g. the vae/ "
+                                "folder of a Stable Diffusion checkpoint). ddad never downloads weights; or set "
+                                "the path to null to train an autoencoder on the nominal images")
+    missing = [f for f in ("config.json", "diffusion_pytorch_model.safetensors") if not (p / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{p} lacks {', '.join(missing)}; expected {expected} (pickled .bin weights are "
+                                "not loaded: convert them to safetensors)")
+    return AutoencoderKL.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
+
+
+def downsampling(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def encode(vae: AutoencoderKL, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scaled posterior mean (B, c, H/f, W/f) of images x (B, 3, H, W) in [-1, 1]."""
+    return vae.encode(x).latent_dist.mean * scale
+
+
+def decode(vae: AutoencoderKL, z: torch.Tensor, scale: float) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] (clamped) from scaled latents."""
+    return vae.decode(z / scale).sample.clamp(-1, 1)
+
+
+@torch.no_grad()
+def latent_scale(latents: torch.Tensor) -> float:
+    """1 / std of unscaled training latents: scaled latents have unit variance, as the DDPM schedule assumes
+    (Rombach et al. 2022, Sec. 3.1 / Appendix G; SD's 0.18215 was measured the same way)."""
+    return float(1.0 / latents.float().std().clamp_min(1e-8))
+
+
+def autoencoder_loss(kl_weight: float):
+    """L1 reconstruction of a posterior sample + kl_weight * KL(q(z|x) || N(0, I)) (sum over latent elements,
+    mean over the batch), as the Stable Diffusion autoencoder without its perceptual and GAN terms (their
+    weights cannot be downloaded here)."""
+
+    def loss(vae: AutoencoderKL, x: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gd, device=x.device)
+        rec = vae.decode(z).sample
+        return F.l1_loss(rec.float(), x) + kl_weight * post.kl().mean()
+
+    return loss

@@ -1,0 +1,287 @@
+"""What every method shares: calibration, batched per-image inference, domain adaptation, save/load.
+
+A method is a subclass of `Detector` registered in `ddad.methods.METHODS`. It owns its networks, its training
+objective (`fit`), its reconstruction and its distance terms; everything else is here, so the pipeline, CLI,
+service, report and benchmark never ask which method they hold.
+
+    terms(y)           -> the reconstruction and the method's unsmoothed distance maps, per image
+    fit_constants(maps) -> constants measured once on held-out nominal images (stored in calibration.json)
+    combine(maps, c)   -> one map per image; smoothing, the image score and the thresholds are shared
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..checkpoint import ModelFileError, load_json, load_tensors, save_json, save_tensors
+from ..config import DDADConfig, from_dict, save_config, to_dict
+from ..diffusion import NoiseSchedule, count_parameters
+from ..diffusion.train import TrainResult
+from ..features.adapt import AdaptResult, adapt_extractor
+from ..features.extractor import FeatureExtractor, build_extractor
+from ..scoring import feature_distance, image_score, smooth
+
+__all__ = ["Calibration", "Prediction", "Terms", "Detector", "to_model", "to_image"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Constants measured once on held-out nominal images and stored with the model."""
+
+    constants: dict[str, float]  # the method's map constants (DDAD: scale = max D_f / max D_p, Eq. 9)
+    threshold: float  # image-score threshold at the configured false-reject rate
+    nominal_scores: tuple[float, ...]
+    pixel_threshold: float  # map value above which a pixel is marked defective (= threshold: PASS -> empty mask)
+
+    def to_json(self) -> dict:
+        return {"constants": dict(self.constants), "threshold": self.threshold,
+                "nominal_scores": list(self.nominal_scores), "pixel_threshold": self.pixel_threshold}
+
+    @classmethod
+    def from_json(cls, c: dict) -> "Calibration":
+        constants = c["constants"] if "constants" in c else {"scale": c["scale"]}  # models before methods
+        return cls(dict(constants), c["threshold"], tuple(c["nominal_scores"]), c["pixel_threshold"])
+
+
+@dataclass(frozen=True)
+class Terms:
+    x0: torch.Tensor  # (B, 3, H, W) reconstructions in [0, 1]
+    maps: dict[str, torch.Tensor]  # name -> (B, 1, H, W) unsmoothed distance terms, e.g. pixel, feature
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scores: torch.Tensor  # (B,)
+    maps: torch.Tensor  # (B, H, W) smoothed anomaly maps
+    reconstructions: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    terms: dict[str, torch.Tensor]  # name -> (B, H, W) the method's unsmoothed terms (DDAD: pixel, feature)
+
+    @staticmethod
+    def cat(parts: list["Prediction"]) -> "Prediction":
+        return Prediction(torch.cat([p.scores for p in parts]), torch.cat([p.maps for p in parts]),
+                          torch.cat([p.reconstructions for p in parts]),
+                          {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms})
+
+
+def to_model(x01: torch.Tensor) -> torch.Tensor:
+    return x01 * 2 - 1
+
+
+def to_image(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _extractor(cfg: DDADConfig) -> FeatureExtractor:
+    f = cfg.features
+    return build_extractor(f.backbone, f.weights, f.input_size)
+
+
+class Detector:
+    """Base of every method. `Detector.create(cfg)` builds the method `cfg.method` names; `Detector.load(dir)`
+    the one a model directory records."""
+
+    name: ClassVar[str] = ""  # the METHODS key
+    summary: ClassVar[str] = ""  # one line for `ddad info`
+
+    def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):
+        self.cfg = cfg
+        self.extractor = extractor.eval()
+        self.schedule = NoiseSchedule.linear(cfg.schedule.num_train_timesteps, cfg.schedule.beta_start,
+                                             cfg.schedule.beta_end)
+        self.calibration = calibration
+        self.train_result: TrainResult | None = None
+        self.adapt_result: AdaptResult | None = None
+        self.adapted = False
+
+    # ---- what a method provides -------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg: DDADConfig, meta: dict | None = None) -> "Detector":
+        """A new, untrained detector on the CPU (weights seeded from cfg.train.seed). `meta` is a saved model's
+        model.json, for architectures that are not fully described by the config (a pretrained autoencoder)."""
+        raise NotImplementedError
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Trained networks, saved as <name>.safetensors (the feature extractor is handled here)."""
+        raise NotImplementedError
+
+    def fit(self, images: torch.Tensor, run_dir: str | Path, resume: bool = False, progress: bool = False) -> TrainResult:
+        """Train on nominal images (N, 3, H, W) in [0, 1]; resumable checkpoints under run_dir/checkpoints."""
+        raise NotImplementedError
+
+    def reconstruct(self, images: torch.Tensor, target: torch.Tensor | None = None, w: float | None = None) -> torch.Tensor:
+        """Defect-free reconstruction (B, 3, H, W) in [0, 1], conditioned on `target` (default: the image)."""
+        raise NotImplementedError
+
+    def terms(self, y: torch.Tensor) -> Terms:
+        """Reconstruction and distance terms for images y (B, 3, H, W) in [0, 1], each image on its own."""
+        raise NotImplementedError
+
+    def fit_constants(self, maps: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Map constants from the terms of held-out nominal images."""
+        raise NotImplementedError
+
+    def combine(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None) -> torch.Tensor:
+        """(B, 1, H, W) unsmoothed anomaly map from the terms; constants None = not calibrated yet."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Fitted tensors besides the networks (e.g. a kNN bank), saved in state.safetensors."""
+        return {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors:
+            raise ModelFileError(f"method {self.name!r} keeps no state, but state.safetensors holds {sorted(tensors)}")
+
+    def describe(self) -> dict:
+        """Extra JSON metadata for model.json (read back by build(meta=...))."""
+        return {}
+
+    # ---- shared -----------------------------------------------------------------------------------
+    @staticmethod
+    def create(cfg: DDADConfig, device: str | torch.device = "cpu") -> "Detector":
+        """A new, untrained detector of method `cfg.method` on `device`."""
+        from . import METHODS
+
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left untouched
+            torch.manual_seed(cfg.train.seed)
+            det = METHODS[cfg.method].build(cfg)
+        for name, net in det.networks().items():
+            log.info("%s %s: %.2f M parameters", cfg.method, name, count_parameters(net) / 1e6)
+        return det.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.extractor.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Detector":
+        for net in self.networks().values():
+            net.to(device)
+        self.extractor.to(device)
+        return self
+
+    def reset_extractor(self) -> None:
+        """A fresh feature extractor for the current `cfg.features` (ImageNet weights, not adapted), on this
+        detector's device: after the backbone, layers or input size changed."""
+        self.extractor = _extractor(self.cfg).to(self.device)
+        self.adapted = False
+
+    def adapt(self, images: torch.Tensor, progress: bool = False) -> AdaptResult:
+        """Domain adaptation (DDAD Eq. 10) of the feature extractor on nominal images in [0, 1]."""
+        c = self.cfg.adapt
+
+        def pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.reconstruct(x, target=y, w=c.w).clone()  # a normal tensor, usable under autograd
+
+        self.extractor, self.adapt_result = adapt_extractor(self.extractor, pair, images.to(self.device), c, progress)
+        self.adapted = True
+        return self.adapt_result
+
+    def feature_map(self, x0: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) sum over cfg.features.layers of 1 - cos of pooled features (DDAD Eq. 8)."""
+        layers = self.cfg.features.layers
+        with torch.inference_mode():
+            return feature_distance(self.extractor(x0, layers), self.extractor(ref, layers), tuple(ref.shape[-2:]))
+
+    def _batches(self, images: torch.Tensor):
+        bs = self.cfg.sampling.batch_size
+        for s in range(0, images.shape[0], bs):
+            yield images[s : s + bs].to(self.device)
+
+    def _score(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None):
+        sc = self.cfg.scoring
+        combined = smooth(self.combine(maps, constants), sc.sigma)
+        return combined, image_score(combined, sc.image_score, sc.topk)
+
+    def calibrate(self, images: torch.Tensor) -> Calibration:
+        """Measure the map constants and thresholds on nominal images (N, 3, H, W) in [0, 1], none of them from
+        the test set."""
+        sc = self.cfg.scoring
+        parts = [self.terms(y).maps for y in self._batches(images)]
+        maps = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        constants = self.fit_constants(maps)
+        combined, scores_t = self._score(maps, constants)
+        scores = scores_t.cpu().numpy()
+        threshold = float(np.quantile(scores, 1 - sc.false_reject_rate))
+        # pixel threshold = image threshold (image score = max of the map): a PASS image has an empty defect mask,
+        # a FAIL image's mask shows where the map exceeds the decision level.
+        pixel_threshold = threshold if sc.image_score == "max" else float(np.quantile(combined.cpu().numpy(), 0.999))
+        self.calibration = Calibration(constants, threshold, tuple(map(float, scores)), pixel_threshold)
+        return self.calibration
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Scores and maps for images (B, 3, H, W) in [0, 1] (resized to the model's size beforehand)."""
+        size = self.cfg.data.image_size
+        if images.shape[-2:] != (size, size):
+            raise ValueError(f"images must be {size}x{size} (the model's size), got {tuple(images.shape[-2:])}")
+        constants = None if self.calibration is None else self.calibration.constants
+        parts = []
+        for y in self._batches(images):
+            t = self.terms(y)
+            combined, scores = self._score(t.maps, constants)
+            parts.append(Prediction(scores, combined[:, 0], t.x0, {k: v[:, 0] for k, v in t.maps.items()}))
+        return Prediction.cat(parts)
+
+    def evaluate(self, dataset, progress: bool = False, keep_maps: bool = False):
+        """Metrics on a labelled dataset (see ddad.evaluation.evaluate_detector)."""
+        from ..evaluation import evaluate_detector
+
+        return evaluate_detector(self, dataset, progress=progress, keep_maps=keep_maps)
+
+    # ---- persistence ------------------------------------------------------------------------------
+    def save(self, run_dir: str | Path) -> Path:
+        d = Path(run_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, d / "config.yaml")
+        nets = self.networks()
+        for name, net in nets.items():
+            save_tensors(net.state_dict(), d / f"{name}.safetensors")
+        meta = {"ddad_version": __version__, "method": self.name, "preset": self.cfg.model.preset,
+                "image_size": self.cfg.data.image_size, "normalisation": "images in [0,1] -> model space [-1,1]",
+                "schedule": to_dict(self.cfg.schedule), "networks": sorted(nets),
+                "parameters": {k: count_parameters(v) for k, v in nets.items()}, "config": to_dict(self.cfg),
+                "adapted": self.adapted, "train_steps": self.train_result.steps if self.train_result else None,
+                **self.describe()}
+        save_json(meta, d / "model.json")
+        for flag, name, tensors in ((self.adapted, "extractor", lambda: self.extractor.state_dict()),
+                                    (bool(self.state()), "state", self.state)):
+            if flag:
+                save_tensors(tensors(), d / f"{name}.safetensors")
+            elif (d / f"{name}.safetensors").exists():
+                (d / f"{name}.safetensors").unlink()
+        if self.calibration is not None:
+            save_json(self.calibration.to_json(), d / "calibration.json")
+        return d
+
+    @staticmethod
+    def load(run_dir: str | Path, device: str = "cpu") -> "Detector":
+        """Load a model directory; its model.json says which method it is (models from before methods: DDAD)."""
+        d = Path(run_dir)
+        if not d.is_dir():
+            raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
+        meta = load_json(d / "model.json")
+        cfg = from_dict(DDADConfig, meta["config"], where=str(d / "model.json"))
+        from . import METHODS
+
+        det = METHODS[cfg.method].build(cfg, meta)  # on the CPU, moved to `device` at the end
+        try:
+            for name, net in det.networks().items():
+                net.load_state_dict(load_tensors(d / f"{name}.safetensors"))
+            if meta.get("adapted"):
+                det.extractor.load_state_dict(load_tensors(d / "extractor.safetensors"))
+                det.adapted = True
+        except RuntimeError as e:
+            raise ModelFileError(f"weights in {d} do not match its config (method {cfg.method}, preset "
+                                 f"{cfg.model.preset}, backbone {cfg.features.backbone}): {str(e).splitlines()[0]}") from e
+        det.load_state(load_tensors(d / "state.safetensors") if (d / "state.safetensors").is_file() else {})
+        if (d / "calibration.json").is_file():
+            det.calibration = Calibration.from_json(load_json(d / "calibration.json"))
+        return det.to(device)
