@@ -33,3 +33,22 @@ def tiny_model(tiny_object, tmp_path_factory):
     det.calibrate(images[8:])
     det.save(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def images(tiny_object):
+    """The tiny category's test images (N, 3, 32, 32) in [0, 1]."""
+    from ddad.data import load_dataset
+    from ddad.pipeline import stack_images
+
+    return stack_images(load_dataset("mvtec", tiny_object, "test", image_size=32))
+
+
+def fitted_detector(cfg, images, run_dir):
+    """A detector of cfg.method fitted on images[:8] and calibrated on images[:4] (plumbing, not accuracy)."""
+    from ddad.detector import Detector
+
+    d = Detector.create(cfg)
+    d.fit(images[:8], run_dir)
+    d.calibrate(images[:4])
+    return d

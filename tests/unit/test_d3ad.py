@@ -7,6 +7,7 @@ import torch
 
 from ddad.config import DDADConfig, apply_overrides
 from ddad.data import load_dataset
+from conftest import fitted_detector
 from ddad.detector import Detector
 from ddad.diffusion import NoiseSchedule
 from ddad.pipeline import stack_images
@@ -79,16 +80,8 @@ def test_noiseless_start_is_exactly_the_scaled_latent():
 
 # ---- the detector -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def images(tiny_object):
-    return stack_images(load_dataset("mvtec", tiny_object, "test", image_size=32))
-
-
-@pytest.fixture(scope="module")
 def det(images, tmp_path_factory):
-    d = Detector.create(apply_overrides(DDADConfig(), TINY_D3AD))
-    d.fit(images[:8], tmp_path_factory.mktemp("d3ad"))
-    d.calibrate(images[:4])
-    return d
+    return fitted_detector(apply_overrides(DDADConfig(), TINY_D3AD), images, tmp_path_factory.mktemp("d3ad"))
 
 
 def test_d3ad_is_built_from_the_method_key(det):
@@ -157,3 +150,16 @@ def test_pretrained_autoencoder_folder_loads_and_is_not_retrained(det, images, t
     other.fit(images[:8], tmp_path / "run")
     assert all(torch.equal(v, other.vae.state_dict()[k]) for k, v in before.items())
     assert not (tmp_path / "run" / "checkpoints" / "autoencoder").exists()
+
+
+def test_knn_bank_keeps_its_extractor_when_feature_settings_change(det, images, tmp_path):
+    """Re-adapting at another features.input_size must not change the features the kNN bank was fitted on."""
+    det.save(tmp_path / "m")
+    assert Detector.load(tmp_path / "m").start_extractor.input_size is None
+    moved = Detector.load(tmp_path / "m")
+    moved.cfg = apply_overrides(moved.cfg, ["features.input_size=64"])
+    moved.reset_extractor()
+    moved.save(tmp_path / "m")
+    again = Detector.load(tmp_path / "m")
+    assert again.extractor.input_size == 64 and again.start_extractor.input_size is None
+    torch.testing.assert_close(again.levels(images), det.levels(images), rtol=0, atol=0)

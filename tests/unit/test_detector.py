@@ -6,6 +6,7 @@ import torch
 
 from ddad.checkpoint import ModelFileError
 from ddad.config import DDADConfig, apply_overrides
+from conftest import fitted_detector
 from ddad.detector import Detector
 from ddad.pipeline import stack_images
 from ddad.data import load_dataset
@@ -17,16 +18,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def images(tiny_object):
-    return stack_images(load_dataset("mvtec", tiny_object, "test", image_size=32))
-
-
-@pytest.fixture(scope="module")
 def det(images, tmp_path_factory):
-    d = Detector.create(apply_overrides(DDADConfig(), TINY))
-    d.fit(images[:8], tmp_path_factory.mktemp("run"))
-    d.calibrate(images[:4])
-    return d
+    return fitted_detector(apply_overrides(DDADConfig(), TINY), images, tmp_path_factory.mktemp("run"))
 
 
 def test_scores_do_not_depend_on_batch_size_or_batch_mates(det, images):

@@ -41,14 +41,16 @@ class D3AD(Detector):
     summary = ("D3AD: latent diffusion, per-image start level from kNN-distance bins, noiseless scaling, "
                "0.85 latent L1 + 0.15 feature cosine map")
 
-    def __init__(self, cfg: DDADConfig, vae: nn.Module, unet: nn.Module, extractor, calibration=None):
+    def __init__(self, cfg: DDADConfig, vae: nn.Module, unet: nn.Module, extractor, calibration=None,
+                 start_input_size: int | None = None):
         super().__init__(cfg, extractor, calibration)
         self.vae = vae.eval().requires_grad_(False)
         self.unet = unet.eval()
         self.scale = 1.0  # latent scaling factor, measured in fit()
         self.policy: KNNBinStart | None = None  # fitted in fit()
         c = cfg.d3ad
-        self.start_extractor = build_extractor(c.start_backbone, c.start_weights, cfg.features.input_size)
+        # the kNN bank's extractor keeps the input size it was fitted at, even if features.input_size changes later
+        self.start_extractor = build_extractor(c.start_backbone, c.start_weights, start_input_size)
         self.ae_result: TrainResult | None = None
 
     @classmethod
@@ -64,7 +66,8 @@ class D3AD(Detector):
             raise ValueError(f"data.image_size {cfg.data.image_size} must be divisible by the autoencoder's "
                              f"downsampling {f}")
         unet = build_unet(cfg.model.preset, cfg.data.image_size // f, vae.config.latent_channels)
-        return cls(cfg, vae, unet, _extractor(cfg))
+        start_size = (meta or {}).get("start_input_size", cfg.features.input_size)
+        return cls(cfg, vae, unet, _extractor(cfg), start_input_size=start_size)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"autoencoder": self.vae, "unet": self.unet}
@@ -76,6 +79,7 @@ class D3AD(Detector):
 
     def describe(self) -> dict:
         return {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
+                "start_input_size": self.start_extractor.input_size,
                 "autoencoder_train_steps": self.ae_result.steps if self.ae_result else None}
 
     def state(self) -> dict[str, torch.Tensor]:
