@@ -13,12 +13,63 @@ from . import __version__
 log = logging.getLogger("ddad")
 
 
+class UsageError(ValueError):
+    """Bad command-line input, found before torch or a model is loaded."""
+
+
+def _data_override(args: argparse.Namespace) -> list[str]:
+    return [f"data.root={args.data}"] if getattr(args, "data", None) else []
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check paths, config and --resume with the standard library only (no torch, no model load), so a wrong
+    argument fails in well under a second with a message saying what to do."""
+    model = getattr(args, "model", None)
+    if model is not None:
+        d = Path(model)
+        if not d.is_dir():
+            raise UsageError(f"--model {d}: no such directory; give a model directory made by `ddad train --out DIR`")
+        if not (d / "model.json").is_file():
+            raise UsageError(f"--model {d}: no model.json there, so it is not a ddad model directory (`ddad train "
+                             "--out DIR` writes one)")
+    data = getattr(args, "data", None)
+    if data is not None and not Path(data).is_dir():
+        raise UsageError(f"--data {data}: no such directory; give the dataset folder (e.g. path/to/mvtec/bottle)")
+    if getattr(args, "config", None):
+        for c in args.config if isinstance(args.config, list) else [args.config]:
+            if not Path(c).is_file():
+                raise UsageError(f"--config {c}: no such file; configs/ in the repository has examples")
+    for path in getattr(args, "inputs", None) or []:
+        if not Path(path).exists():
+            raise UsageError(f"input {path}: no such file or folder; give image files or folders of images")
+    if args.command in ("train", "demo"):
+        cfg = _config(args, default=_demo_config(args) if args.command == "demo" else None)  # strict YAML check
+        if args.command == "train":
+            root = cfg.data.root
+            if not root:
+                raise UsageError("no dataset given: pass --data PATH (the category folder of nominal images)")
+            if not Path(root).is_dir():
+                raise UsageError(f"dataset folder {root} does not exist; pass --data PATH")
+    if getattr(args, "resume", False) and not _checkpoints(Path(args.out)):
+        raise UsageError(f"--resume: no checkpoint under {Path(args.out) / 'checkpoints'}; nothing to continue. "
+                         "Drop --resume to start training from step 0 there")
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """Training checkpoints of a run directory (one per stage: checkpoints/last.json or checkpoints/<stage>/last.json)."""
+    return sorted((out / "checkpoints").glob("**/last.json")) if (out / "checkpoints").is_dir() else []
+
+
+def _demo_config(args: argparse.Namespace) -> str:
+    return f"demo-{args.method}.yaml" if getattr(args, "method", None) and args.method != "ddad" else "demo.yaml"
+
+
 def _config(args: argparse.Namespace, default: str | None = None):
     from .config import load_config
 
     path = args.config or (str(resources.files("ddad") / "configs" / default) if default else None)
     method = getattr(args, "method", None)
-    return load_config(path, ([f"method={method}"] if method else []) + (args.set or []))
+    return load_config(path, ([f"method={method}"] if method else []) + _data_override(args) + (args.set or []))
 
 
 def _dataset(cfg, args: argparse.Namespace, split: str = "test"):
@@ -42,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .pipeline import run_adapt
 
-    run_adapt(args.model, args.set or [], device=args.device)
+    run_adapt(args.model, _data_override(args) + (args.set or []), device=args.device)
     print(f"adapted feature extractor saved to {args.model}/extractor.safetensors")
     return 0
 
@@ -68,12 +119,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .pipeline import run_predict
 
     det = Detector.load(args.model, args.device)
+    t0 = time.perf_counter()
     records = run_predict(det, args.inputs, args.out)
+    seconds = time.perf_counter() - t0
     for r in records:
         norm = "" if r.normalised_score is None else f"  {r.normalised_score:6.2f}x threshold  {r.decision}"
         print(f"{r.score:8.4f}{norm}  {r.path}")
-    print(f"\npictures in {args.out} (*_panel.png: input | reconstruction | heatmap | mask)")
+    print(f"\npictures in {args.out}: <folder>_<stem>_panel.png (input | reconstruction | heatmap | mask), "
+          "_heatmap.png, _reconstruction.png, _mask.png; predictions.json")
+    print(summary_line(records, seconds))
     return 0
+
+
+def summary_line(records, seconds: float) -> str:
+    n = len(records)
+    fails = sum(r.decision == "FAIL" for r in records)
+    passes = sum(r.decision == "PASS" for r in records)
+    verdict = f"{passes} PASS, {fails} FAIL" if passes + fails else "not calibrated: no PASS/FAIL"
+    return f"{n} image{'s' * (n != 1)}: {verdict}; {n / max(seconds, 1e-9):.2f} img/s"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -92,10 +155,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .serve import ServeLimits, create_app
 
+    import os
+
+    key = args.api_key or os.environ.get("DDAD_API_KEY") or None
+    if not key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without an API key: anyone who can reach this port can use the model "
+                    "(set --api-key or DDAD_API_KEY)", args.host)
     det = Detector.load(args.model, args.device)
-    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_batch=args.max_batch)
-    print(f"serving {args.model} on http://{args.host}:{args.port}/  (POST /predict, GET /health, GET /model)")
-    uvicorn.run(create_app(det, limits), host=args.host, port=args.port, log_level="warning")
+    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_pixels=args.max_pixels, max_batch=args.max_batch)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/  (POST /predict, GET /health, GET /model)"
+          + ("; API key required" if key else ""))
+    uvicorn.run(create_app(det, limits, api_key=key), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -152,14 +222,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    cfg = _config(args, default=f"demo-{args.method}.yaml" if args.method and args.method != "ddad" else "demo.yaml")
+    cfg = _config(args, default=_demo_config(args))
     name = f"{cfg.method.upper()}-{cfg.sampling.steps}"
     print(f"[1/5] generating the synthetic '{args.category}' dataset (MVTec layout) in {out / 'data'}")
     root = make_synthetic_dataset(out / "data", SyntheticSpec(category=args.category, size=cfg.data.image_size,
                                                               seed=cfg.data.seed))
     cfg = replace(cfg, data=replace(cfg.data, root=str(root), layout="mvtec"))
-    print(f"[2/5] training {cfg.method} ({cfg.model.preset} UNet, {cfg.train.steps} steps)")
-    run_train(cfg, out / "model", device=args.device)
+    ckpts = _checkpoints(out / "model")
+    if ckpts:
+        import json
+
+        done = ", ".join(f"{c.parent.name if c.parent.name != 'checkpoints' else 'unet'} at step "
+                         f"{json.loads(c.read_text()).get('step', '?')}" for c in ckpts)
+        print(f"[2/5] resuming training of {cfg.method} from its checkpoints in {out / 'model' / 'checkpoints'} "
+              f"({done}; {cfg.train.steps} steps in all)")
+    else:
+        print(f"[2/5] training {cfg.method} ({cfg.model.preset} UNet, {cfg.train.steps} steps)")
+    run_train(cfg, out / "model", resume=bool(ckpts), device=args.device)
     print(f"[3/5] domain adaptation of the feature extractor ({cfg.adapt.epochs} epoch(s))")
     det = run_adapt(out / "model", device=args.device)
     print("[4/5] evaluating on the synthetic test set")
@@ -210,12 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a diffusion model on nominal images and calibrate it")
     common(s)
     s.add_argument("--out", required=True, help="run directory (model, checkpoints, resolved config)")
+    s.add_argument("--data", help="dataset folder of nominal images (same as --set data.root=PATH)")
     s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="domain adaptation of the feature extractor (Eq. 10)")
     common(s, config=False)
     s.add_argument("--model", required=True, help="model directory from `ddad train`")
+    s.add_argument("--data", help="dataset folder of nominal images (default: the model's data.root)")
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("evaluate", help="metrics table on a labelled test set")
@@ -238,13 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worst", type=int, default=40, help="images shown, hardest first")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("serve", help="REST API + browser page for a trained model")
-    s.add_argument("--model", required=True)
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MiB")
+    s = sub.add_parser("serve", help="REST API + browser page for a trained model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--model", required=True, help="model directory from `ddad train`")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; set an API key)")
+    s.add_argument("--port", type=int, default=8000, help="port")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MiB (larger: 413)")
+    s.add_argument("--max-pixels", type=int, default=50_000_000,
+                   help="largest image in pixels, read from the header before decoding (larger: 413)")
     s.add_argument("--max-batch", type=int, default=8, help="requests scored together")
+    s.add_argument("--api-key", default=None,
+                   help="require this key (X-API-Key header or Authorization: Bearer) on /predict and /model; "
+                        "default: env DDAD_API_KEY, else no key (fine on localhost)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("benchmark", help="train/evaluate methods and baselines on one category, one table")
@@ -276,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        preflight(args)
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         log.error("%s", e)

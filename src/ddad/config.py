@@ -135,6 +135,8 @@ class D3ADConfig:
     start_weights: str | None = None  # local weights file for a torchvision start backbone
     start_layer: int = 2  # paper: block 2
     start_pool: int = 16  # features average-pooled to start_pool x start_pool, flattened (paper: 16)
+    start_input_size: int | None = None  # px the kNN extractor sees; null = the model's image size (block 2 of a
+    # 128-px image is already 16x16, the paper's pooled size; the paper feeds 256-px images to ResNet34)
     noiseless: bool = True  # omega = 0: x_T' = sqrt(ab_T') z (paper's noiseless scaling); False adds the noise
     latent_weight: float = 0.85  # paper lambda: map = 0.85 latent L1 + 0.15 feature cosine
     feature_reference: str = "decoded"  # the feature term compares decode(z0) with: decoded = decode(z) (the

@@ -16,7 +16,7 @@ from .data.sample import list_images
 from .detector import Detector
 from .evaluation import EvalResult
 from .metrics import format_table
-from .report import overlay, panel, save_png, to_uint8
+from .report import labelled_panel, overlay, save_png, to_uint8
 
 __all__ = ["stack_images", "nominal_split", "run_train", "run_adapt", "reuse_trained", "run_evaluate", "run_predict",
            "PredictRecord"]
@@ -152,13 +152,15 @@ class PredictRecord:
     normalised_score: float | None  # score / threshold: 1.0 = the decision threshold
     decision: str | None  # PASS / FAIL where the model is calibrated
     panel: str
+    mask: str | None  # binary defect mask PNG (255 = defective), where the model is calibrated
+    seconds: float  # scoring and writing this image
 
 
 def _inputs(paths: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += list_images(p)
+        if p.is_dir():  # recursive: a test/ folder of defect folders is scored whole
+            files += [f for d in sorted({p, *(q for q in p.rglob("*") if q.is_dir())}) for f in list_images(d)]
         elif p.is_file():
             files.append(p)
         else:
@@ -168,31 +170,53 @@ def _inputs(paths: list[str | Path]) -> list[Path]:
     return files
 
 
+def _output_names(files: list[Path]) -> list[str]:
+    """`<folder>_<stem>` for every file (the folder is the defect type in the dataset layouts), made unique."""
+    names, seen = [], set()
+    for f in files:
+        base = f"{f.parent.name}_{f.stem}" if f.parent.name else f.stem
+        name, i = base, 1
+        while name in seen:
+            i += 1
+            name = f"{base}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def run_predict(det: Detector, paths: list[str | Path], out: str | Path) -> list[PredictRecord]:
-    """Score each image on its own; write heatmap, reconstruction and a side-by-side panel per image."""
+    """Score each image on its own; per image write <folder>_<stem>_{reconstruction,heatmap,mask,panel}.png
+    (the mask only where the model is calibrated) and one predictions.json."""
     out = Path(out)
     files = _inputs(paths)
     cal = det.calibration
-    vmax = cal.threshold * 1.5 if cal is not None and cal.threshold == cal.threshold else None
-    stems = [f.stem for f in files]
+    calibrated = cal is not None and cal.threshold == cal.threshold
+    vmax = cal.threshold * 1.5 if calibrated else None
     records = []
-    for f in files:
+    for f, name in zip(files, _output_names(files)):
         x = read_image(f, det.cfg.data.image_size)[None]
         t0 = time.perf_counter()
         pred = det.predict(x)
         log.debug("%s: %.2f s", f, time.perf_counter() - t0)
         score, amap, rec = float(pred.scores[0]), pred.maps[0], pred.reconstructions[0]
         scale = vmax or float(amap.max())
-        stem = out / (f.stem if stems.count(f.stem) == 1 else f"{f.parent.name}_{f.stem}")  # no overwrites
+        stem = out / name
         save_png(to_uint8(rec), f"{stem}_reconstruction.png")
         save_png(overlay(x[0], amap, scale), f"{stem}_heatmap.png")
         tiles = [to_uint8(x[0]), to_uint8(rec), overlay(x[0], amap, scale)]
-        norm, decision = None, None
-        if cal is not None and cal.threshold == cal.threshold:
+        labels = ["input", "reconstruction", "heatmap"]
+        norm, decision, mask_file = None, None, None
+        title = f"{f.parent.name}/{f.name}  score {score:.4g}"
+        if calibrated:
             norm = score / cal.threshold
             decision = "FAIL" if score > cal.threshold else "PASS"
-            tiles.append(to_uint8((amap > cal.pixel_threshold).float()[None].expand(3, -1, -1)))
-        p = save_png(panel(tiles, scale=max(1, 256 // det.cfg.data.image_size)), f"{stem}_panel.png")
-        records.append(PredictRecord(str(f), score, norm, decision, str(p)))
+            mask = to_uint8((amap > cal.pixel_threshold).float()[None].expand(3, -1, -1))
+            mask_file = str(save_png(mask[..., 0], f"{stem}_mask.png"))
+            tiles.append(mask)
+            labels.append("mask")
+            title += f" = {norm:.2f}x threshold  {decision}"
+        p = save_png(labelled_panel(tiles, labels, title, scale, scale=max(1, 256 // det.cfg.data.image_size)),
+                     f"{stem}_panel.png")
+        records.append(PredictRecord(str(f), score, norm, decision, str(p), mask_file, time.perf_counter() - t0))
     (out / "predictions.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
     return records

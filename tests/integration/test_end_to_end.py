@@ -64,7 +64,7 @@ def test_cli_train_adapt_evaluate_predict(data, tmp_path, capsys):
     assert main(["predict", "--model", str(run), str(data / "test" / "crack"), "--out", str(tmp_path / "p")]) == 0
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert len(preds) == 4 and all(p["decision"] in ("PASS", "FAIL") for p in preds)
-    assert (tmp_path / "p" / "000_panel.png").is_file() and (tmp_path / "p" / "000_heatmap.png").is_file()
+    assert all((tmp_path / "p" / f"crack_000_{k}.png").is_file() for k in ("panel", "heatmap", "reconstruction", "mask"))
     assert main(["train", "--out", str(tmp_path / "x"), "--set", "samplng.w=1"]) == 2  # clear error, exit 2
 
 

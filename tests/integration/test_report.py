@@ -19,6 +19,15 @@ def test_report_from_saved_files(tiny_model, tiny_object, tmp_path, capsys):
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "I-AUROC" in html and "PRO" in html and "hardest first" in html
     images = re.findall(r'<img src="(data:image/png;base64,[^"]+)"', html)
-    assert len(images) == 3 + 6  # ROC, PRO, histogram + 6 image panels
+    assert len(images) == 3 + 1 + 6 * 5  # ROC, PRO, histogram, colour scale + 6 rows of 5 tiles
+    # the run is named; the image grid has column headers; a colour scale; a per-defect-type table
+    assert "<title>ddad report: " in html and "<h1>ddad report: " in html
+    for header in ("input", "reconstruction", "heatmap", "ground truth", "predicted mask"):
+        assert f"<th>{header}</th>" in html
+    assert "heatmap colour scale" in html and "table.grid{width:100%}" in html
+    defect_types = {p.name for p in (tiny_object / "test").iterdir()} - {"good"}
+    rows = re.findall(r"<tr><td>([a-z_]+)</td><td>(\d+)</td>", html)
+    assert {name for name, _ in rows} == defect_types
+    assert all(int(n) == len(list((tiny_object / "test" / name).iterdir())) for name, n in rows)
     assert not re.search(r'src="(http|/)', html)  # self-contained
     assert "report written to" in capsys.readouterr().out

@@ -35,6 +35,16 @@ def _huge_header_png() -> bytes:
     return bytes(data)
 
 
+def _forged_png(width: int, height: int, rows: int) -> bytes:
+    """A tiny, checksum-valid PNG whose header claims width x height but whose data holds only `rows` rows."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (1 + 3 * width) * rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 @pytest.fixture(scope="module")
 def detector(tiny_model):
     return Detector.load(tiny_model)
@@ -77,8 +87,49 @@ def test_predict_returns_decision_and_pictures(client, tiny_object):
 def test_bad_inputs_get_clear_4xx_and_server_keeps_serving(client, name, payload, status):
     r = client.post("/predict", files={"file": (name, payload, "application/octet-stream")})
     assert r.status_code == status, r.text
-    assert r.json()["detail"]
+    detail = r.json()["detail"]
+    assert detail and " at 0x" not in detail and "object at" not in detail  # no Python internals
     assert client.get("/health").status_code == 200
+
+
+def test_forged_png_claiming_6000x6000_is_refused_fast(client):
+    payload = _forged_png(6000, 6000, rows=10)
+    assert len(payload) < 1000
+    t0 = time.perf_counter()
+    r = client.post("/predict", files={"file": ("forged.png", payload, "image/png")})
+    assert r.status_code == 422, r.text
+    assert "ends early" in r.json()["detail"]
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_pixel_limit_message_is_ddads_own(client):
+    """A header over Pillow's own bomb limit (~179 M px) gets ddad's message and the option to raise ddad's limit."""
+    r = client.post("/predict", files={"file": ("huge.png", _huge_header_png(), "image/png")})
+    assert r.status_code == 413
+    detail = r.json()["detail"]
+    assert "400,000,000 pixels" in detail and "--max-pixels" in detail and "bomb" not in detail.lower()
+
+
+def test_api_key_guards_predict_and_model_but_not_health(detector, tiny_object):
+    data = next((tiny_object / "test" / "good").iterdir()).read_bytes()
+    with TestClient(create_app(detector, api_key="s3cret-key")) as c:
+        files = {"file": ("good.png", data, "image/png")}
+        assert c.get("/health").status_code == 200
+        assert c.get("/").status_code == 200
+        for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            assert c.post("/predict", files=files, headers=headers).status_code == 401
+            assert c.get("/model", headers=headers).status_code == 401
+        assert c.post("/predict", files=files, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+        assert c.post("/predict", files=files, headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert c.get("/model", headers={"X-API-Key": "s3cret-key"}).json()["limits"]["max_bytes"] == 20 * 2**20
+
+
+def test_serve_help_states_the_defaults():
+    from ddad.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["serve"]
+    text = sub.format_help()
+    assert "default: 20.0" in text and "default: 50000000" in text and "--api-key" in text
 
 
 @pytest.mark.parametrize("arr,mode", [
@@ -154,7 +205,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="headless Chromium + chromedriver not installed "
                     "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)")
 def test_page_in_headless_chromium(server, tiny_object, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: pip install -e '.[browser]'")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

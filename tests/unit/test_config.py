@@ -54,3 +54,18 @@ def test_file_section_of_another_method_is_an_error_unless_method_is_set(tmp_pat
     (tmp_path / "d.yaml").write_text("d3ad:\n  autoencoder:\n    chanels: [8]\n")
     with pytest.raises(ConfigError, match="did you mean channels"):
         load_config(tmp_path / "d.yaml", ["method=d3ad"])
+
+
+def test_test_extra_stays_light_and_heavy_parts_are_optional():
+    """`pip install -e '.[test]'` must not pull anomalib/lightning or selenium (a 6 GB install was reported); they
+    live in their own extras, and torch stays pinned."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    heavy = ("anomalib", "lightning", "selenium")
+    assert not [r for r in extras["test"] if r.split("=")[0].split(">")[0].strip() in heavy]
+    assert any(r.startswith("anomalib") for r in extras["benchmark"])
+    assert any(r.startswith("selenium") for r in extras["browser"])
+    assert "torch==2.14.1" in project["dependencies"] and "torchvision==0.29.1" in project["dependencies"]

@@ -21,6 +21,9 @@ from torch import nn
 __all__ = ["Backbone", "BACKBONES", "FeatureExtractor", "build_extractor", "lite0_state_dict", "WeightsNotFoundError"]
 
 log = logging.getLogger(__name__)
+# Inference runs in slices of this many images: at 256 px a CPU keeps a slice's activations in cache, and Lite0
+# runs 2x faster per image than at batch 16 (benchmarks/latency.py; results do not depend on the slicing).
+INFERENCE_CHUNK = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -151,8 +154,12 @@ class FeatureExtractor(nn.Module):
             f = self.input_size / max(h, w)
             images = F.interpolate(images, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False,
                                    antialias=f < 1)
-        feats = self.body((images - self.mean) / self.std)
-        return {j: feats[j - 1] for j in layers}
+        x = (images - self.mean) / self.std
+        if torch.is_grad_enabled() or x.shape[0] <= INFERENCE_CHUNK:
+            feats = self.body(x)
+            return {j: feats[j - 1] for j in layers}
+        parts = [self.body(c) for c in x.split(INFERENCE_CHUNK)]
+        return {j: torch.cat([p[j - 1] for p in parts]) for j in layers}
 
 
 def build_extractor(name: str = "efficientnet_lite0", weights: str | None = None,

@@ -66,7 +66,8 @@ class D3AD(Detector):
             raise ValueError(f"data.image_size {cfg.data.image_size} must be divisible by the autoencoder's "
                              f"downsampling {f}")
         unet = build_unet(cfg.model.preset, cfg.data.image_size // f, vae.config.latent_channels)
-        start_size = (meta or {}).get("start_input_size", cfg.features.input_size)
+        # a saved model's kNN bank keeps the input size it was fitted at, whatever the config says now
+        start_size = (meta or {}).get("start_input_size", c.start_input_size)
         return cls(cfg, vae, unet, _extractor(cfg), start_input_size=start_size)
 
     def networks(self) -> dict[str, nn.Module]:

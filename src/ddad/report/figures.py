@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["to_uint8", "heatmap_rgb", "overlay", "panel", "save_png"]
+__all__ = ["to_uint8", "heatmap_rgb", "overlay", "panel", "labelled_panel", "colour_bar", "save_png"]
 
 
 def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -42,6 +42,43 @@ def panel(tiles: list[np.ndarray], scale: int = 1) -> np.ndarray:
     if scale > 1:
         row = np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
     return row
+
+
+def colour_bar(vmax: float, width: int, height: int = 12) -> np.ndarray:
+    """(height, width, 3) uint8 strip of the heatmap colours from 0 (left) to vmax (right)."""
+    ramp = np.linspace(0, vmax, width)[None].repeat(height, 0)
+    return heatmap_rgb(ramp, vmax)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def labelled_panel(tiles: list[np.ndarray], labels: list[str], title: str, vmax: float, scale: int = 1) -> np.ndarray:
+    """Tiles side by side (upscaled), each under its label, a title line above (score, decision), and the heatmap
+    colour scale from 0 to vmax below: a picture that explains itself without the JSON beside it."""
+    if len(tiles) != len(labels):
+        raise ValueError(f"{len(tiles)} tiles but {len(labels)} labels")
+    row = panel(tiles, scale)
+    w = row.shape[1]
+    font = _font(13)
+    band, bar_h = 20, 12
+    canvas = Image.new("RGB", (max(w, 360), 2 * band + row.shape[0] + bar_h + band), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill="black", font=font)
+    x = 0
+    for t, label in zip(tiles, labels):
+        draw.text((x + 2, band + 3), label, fill="black", font=font)
+        x += t.shape[1] * scale + 2 * scale
+    canvas.paste(Image.fromarray(row), (0, 2 * band))
+    y = 2 * band + row.shape[0] + 2
+    bar_w = min(w, 256) - 8
+    canvas.paste(Image.fromarray(colour_bar(vmax, bar_w, bar_h)), (4, y))
+    draw.text((4 + bar_w + 4, y - 1), f"0 .. {vmax:.3g} (heatmap scale)", fill="black", font=font)
+    return np.asarray(canvas)
 
 
 def save_png(arr: np.ndarray, path: str | Path) -> Path:

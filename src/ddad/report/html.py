@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..metrics import pro_curve, roc_curve  # noqa: E402
-from .figures import overlay, panel, to_uint8  # noqa: E402
+from ..metrics import compute_metrics, pro_curve, roc_curve  # noqa: E402
+from .figures import colour_bar, overlay, to_uint8  # noqa: E402
 
 __all__ = ["build_report"]
 
@@ -76,6 +76,29 @@ def _order(scores: np.ndarray, labels: np.ndarray, worst: int) -> np.ndarray:
     return np.array(merged[:worst], dtype=int)
 
 
+def _per_defect(records, scores, labels, maps, masks) -> list[str]:
+    """Rows of a table: each defect type against the good images (image AUROC), and its own pixel metrics."""
+    types = [r["defect_type"] for r in records]
+    good = ~labels
+    rows = []
+    for t in sorted({t for t, lab in zip(types, labels) if lab}):
+        sel = np.array([ty == t for ty in types]) | good
+        m = compute_metrics(scores[sel], labels[sel], None if maps is None else maps[sel],
+                            None if masks is None else masks[sel])
+        n = int(sum(ty == t for ty in types))
+        cells = [m.image_auroc, m.pixel_auroc, m.pro]
+        rows.append(f"<tr><td>{html.escape(t)}</td><td>{n}</td>" + "".join(
+            "<td>-</td>" if v is None else f"<td>{100 * v:.1f}</td>" for v in cells) + "</tr>")
+    return rows
+
+
+def _run_name(d: Path, metrics: dict) -> str:
+    """The model run an evaluation folder belongs to: <run>/eval -> run; else the folder's own name."""
+    run = d.resolve().parent.name if d.name.startswith("eval") else d.resolve().name
+    name = str(metrics.get("name", ""))
+    return f"{run} ({name})" if name and name != run else run
+
+
 def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int = 40) -> Path:
     d = Path(eval_dir)
     metrics = _load(d, "metrics.json")
@@ -87,18 +110,35 @@ def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int
     scores = np.array([r["score"] for r in records])
     labels = np.array([r["label"] for r in records]).astype(bool)
     threshold, pix_thr = cal.get("threshold"), cal.get("pixel_threshold")
-    parts = [f"<h1>ddad report: {html.escape(str(metrics.get('name', d.name)))}</h1>",
+    run = _run_name(d, metrics)
+    parts = [f"<h1>ddad report: {html.escape(run)}</h1>",
              f"<p>dataset {html.escape(str(metrics.get('dataset', '')))}, {len(records)} images "
              f"({int(labels.sum())} defective); {metrics.get('seconds_per_image', 0):.3f} s/image; "
-             f"peak memory {metrics.get('peak_memory_mb', 0):.0f} MiB</p>", "<table><tr>"]
+             f"peak memory {metrics.get('peak_memory_mb', 0):.0f} MiB"
+             + ("" if threshold is None else f"; decision threshold {threshold:.4g}") + "</p>",
+             "<table><tr>"]
     parts += [f"<th>{v}</th>" for v in NAMES.values()] + ["</tr><tr>"]
     parts += ["<td>" + ("-" if metrics.get(k) is None else f"{100 * metrics[k]:.1f}") + "</td>" for k in NAMES]
-    parts += ["</tr></table>", "<div>"]
-    parts += [f'<img src="{src}">' for src in _curves(scores, labels, maps, masks, threshold)] + ["</div>"]
+    parts += ["</tr></table>"]
+    per_defect = _per_defect(records, scores, labels, maps, masks)
+    if per_defect:
+        parts += ["<h2>Per defect type</h2><p>image AUROC: that defect type against all good images; pixel AUROC "
+                  "and PRO over those images.</p><table><tr><th>defect type</th><th>images</th><th>I-AUROC</th>"
+                  "<th>P-AUROC</th><th>PRO</th></tr>", *per_defect, "</table>"]
+    parts += ["<div>"] + [f'<img src="{src}">' for src in _curves(scores, labels, maps, masks, threshold)] + ["</div>"]
     if maps is not None and inputs is not None and recon is not None:
         vmax = float(threshold * 1.5) if threshold else float(np.percentile(maps, 99.9))
+        scale = max(1, 160 // inputs.shape[1])
+
+        def img(arr: np.ndarray) -> str:
+            big = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1) if scale > 1 else arr
+            return f'<img src="{_png(big)}">'
+
         parts.append(f"<h2>Images, hardest first ({min(worst, len(records))} of {len(records)})</h2>"
-                     "<p>input | reconstruction | heatmap | ground truth | predicted mask</p>")
+                     f'<p class="scale">heatmap colour scale: 0 <img src="{_png(colour_bar(vmax, 256, 14))}"> '
+                     f"{vmax:.3g} (1.5 x the decision threshold; the same scale for every image)</p>"
+                     '<table class="grid"><tr><th>input</th><th>reconstruction</th><th>heatmap</th>'
+                     "<th>ground truth</th><th>predicted mask</th><th>image</th></tr>")
         for i in _order(scores, labels, worst):
             amap = maps[i].astype(np.float32)
             gt = to_uint8(masks[i].astype(np.float32)) if masks is not None else np.zeros_like(inputs[i])
@@ -106,13 +146,17 @@ def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int
             tiles = [inputs[i], recon[i], overlay(inputs[i].astype(np.float32) / 255, amap, vmax), gt, pred]
             decision = "" if threshold is None else ("FAIL" if scores[i] > threshold else "PASS")
             r = records[i]
-            parts.append(f'<figure><img src="{_png(panel(tiles, scale=max(1, 160 // inputs.shape[1])))}">'
-                         f"<figcaption>{html.escape(r['defect_type'])} &middot; score {r['score']:.4g} "
-                         f"{decision} &middot; {html.escape('/'.join(Path(r['path']).parts[-2:]))}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px}figure{display:inline-block;margin:6px}img{image-rendering:pixelated}")
-    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>ddad report</title><style>{style}</style>" \
-          f"</head><body>{''.join(parts)}</body></html>"
+            parts.append("<tr>" + "".join(f"<td>{img(t)}</td>" for t in tiles) +
+                         f"<td>{html.escape(r['defect_type'])}<br>score {r['score']:.4g} "
+                         f"<b class='{decision}'>{decision}</b><br>"
+                         f"{html.escape('/'.join(Path(r['path']).parts[-2:]))}</td></tr>")
+        parts.append("</table>")
+    style = ("body{font-family:sans-serif;margin:1em 2em;max-width:none}table{border-collapse:collapse;"
+             "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px}table.grid{width:100%}"
+             "table.grid td{text-align:center;vertical-align:middle}img{image-rendering:pixelated}"
+             ".scale img{vertical-align:middle}.FAIL{color:#b00}.PASS{color:#070}")
+    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>ddad report: {html.escape(run)}</title>" \
+          f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     out = Path(out) if out else d / "report.html"
     out.write_text(doc)
     return out

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import secrets
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from PIL import Image
 
@@ -42,7 +43,25 @@ def _b64png(arr: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def create_app(detector, limits: ServeLimits = ServeLimits()) -> FastAPI:
+def _key_check(api_key: str | None):
+    """A FastAPI dependency: with an API key set, a request must send it as `X-API-Key: KEY` or
+    `Authorization: Bearer KEY` (compared in constant time); without one, every request passes."""
+
+    async def check(request: Request) -> None:
+        if not api_key:
+            return
+        auth = request.headers.get("authorization", "")
+        sent = request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+        if not sent or not secrets.compare_digest(sent.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header "
+                                     "(or Authorization: Bearer KEY)", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def create_app(detector, limits: ServeLimits = ServeLimits(), api_key: str | None = None) -> FastAPI:
+    """The service. api_key: required on /predict and /model when given (/health and the page stay open)."""
+    authorised = Depends(_key_check(api_key))
     cal = detector.calibration
     threshold = cal.threshold if cal is not None and cal.threshold == cal.threshold else None
     batcher = Batcher(detector, limits.max_batch, max_queue=limits.max_queue)
@@ -59,20 +78,21 @@ def create_app(detector, limits: ServeLimits = ServeLimits()) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", "queued": batcher.queue.qsize()}
 
-    @app.get("/model")
+    @app.get("/model", dependencies=[authorised])
     async def model() -> dict:
         c = detector.cfg
         return {"ddad_version": __version__, "method": c.method, "preset": c.model.preset, "image_size": c.data.image_size,
                 "backbone": c.features.backbone, "adapted": detector.adapted, "sampling": c.sampling.__dict__,
                 "threshold": threshold, "pixel_threshold": cal.pixel_threshold if cal else None,
-                "false_reject_rate": c.scoring.false_reject_rate}
+                "false_reject_rate": c.scoring.false_reject_rate,
+                "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "min_side": limits.min_side}}
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=[authorised])
     async def predict(file: UploadFile = File(...), images: bool = Query(False, description="add base64 PNGs")) -> dict:
         t0 = time.perf_counter()
         data = await file.read(limits.max_bytes + 1)
         if len(data) > limits.max_bytes:
-            raise HTTPException(413, f"upload larger than {limits.max_bytes} bytes")
+            raise HTTPException(413, f"upload larger than {limits.max_bytes:,} bytes (ddad serve --max-mb)")
         if not data:
             raise HTTPException(400, "empty upload: send an image file in the 'file' field")
         try:
@@ -84,7 +104,7 @@ def create_app(detector, limits: ServeLimits = ServeLimits()) -> FastAPI:
                 status = 413 if e.too_large else 422
             elif isinstance(e, ImageCorruptError):
                 status = 422
-            raise HTTPException(status, f"{file.filename}: {e}") from None
+            raise HTTPException(status, f"{file.filename or 'upload'}: {e}") from None
         decode_ms = (time.perf_counter() - t0) * 1000
         try:
             r = await batcher.submit(x)
