@@ -32,6 +32,10 @@ def preflight(args: argparse.Namespace) -> None:
         if not (d / "model.json").is_file():
             raise UsageError(f"--model {d}: no model.json there, so it is not a ddad model directory (`ddad train "
                              "--out DIR` writes one)")
+    run = getattr(args, "run", None)  # ddad report
+    if run is not None and not Path(run).is_dir():
+        raise UsageError(f"{run}: no such directory; give a model directory (its eval/ is used) or an evaluation "
+                         "folder written by `ddad evaluate`")
     data = getattr(args, "data", None)
     if data is not None and not Path(data).is_dir():
         raise UsageError(f"--data {data}: no such directory; give the dataset folder (e.g. path/to/mvtec/bottle)")
@@ -40,8 +44,7 @@ def preflight(args: argparse.Namespace) -> None:
             if not Path(c).is_file():
                 raise UsageError(f"--config {c}: no such file; configs/ in the repository has examples")
     for path in getattr(args, "inputs", None) or []:
-        if not Path(path).exists():
-            raise UsageError(f"input {path}: no such file or folder; give image files or folders of images")
+        _check_input(Path(path))
     if args.command in ("train", "demo"):
         cfg = _config(args, default=_demo_config(args) if args.command == "demo" else None)  # strict YAML check
         if args.command == "train":
@@ -53,6 +56,25 @@ def preflight(args: argparse.Namespace) -> None:
     if getattr(args, "resume", False) and not _checkpoints(Path(args.out)):
         raise UsageError(f"--resume: no checkpoint under {Path(args.out) / 'checkpoints'}; nothing to continue. "
                          "Drop --resume to start training from step 0 there")
+
+
+def _check_input(p: Path) -> None:
+    """An input of `ddad predict`: an image file (its header is read, nothing decoded) or a folder holding one."""
+    from .imagefiles import IMAGE_EXTENSIONS
+
+    if p.is_dir():
+        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*") if f.is_file()):
+            raise UsageError(f"input folder {p} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        return
+    if not p.is_file():
+        raise UsageError(f"input {p}: no such file or folder; give image files or folders of images")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as img:
+            img.size  # header only
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UsageError(f"input {p} is not an image file Pillow can read (PNG, JPEG, BMP, TIFF, WebP)") from None
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -116,27 +138,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .detector import Detector
-    from .pipeline import run_predict
+    from .pipeline import input_files, run_predict
 
     det = Detector.load(args.model, args.device)
     t0 = time.perf_counter()
-    records = run_predict(det, args.inputs, args.out)
+    records = run_predict(det, args.inputs, args.out, progress=True)
     seconds = time.perf_counter() - t0
     for r in records:
         norm = "" if r.normalised_score is None else f"  {r.normalised_score:6.2f}x threshold  {r.decision}"
         print(f"{r.score:8.4f}{norm}  {r.path}")
     print(f"\npictures in {args.out}: <folder>_<stem>_panel.png (input | reconstruction | heatmap | mask), "
           "_heatmap.png, _reconstruction.png, _mask.png; predictions.json")
-    print(summary_line(records, seconds))
+    print(summary_line(records, seconds, skipped=len(input_files(args.inputs)) - len(records)))
     return 0
 
 
-def summary_line(records, seconds: float) -> str:
+def summary_line(records, seconds: float, skipped: int = 0) -> str:
     n = len(records)
     fails = sum(r.decision == "FAIL" for r in records)
     passes = sum(r.decision == "PASS" for r in records)
     verdict = f"{passes} PASS, {fails} FAIL" if passes + fails else "not calibrated: no PASS/FAIL"
-    return f"{n} image{'s' * (n != 1)}: {verdict}; {n / max(seconds, 1e-9):.2f} img/s"
+    unread = f"; {skipped} unreadable, skipped" if skipped else ""
+    return f"{n} image{'s' * (n != 1)}: {verdict}{unread}; {n / max(seconds, 1e-9):.2f} img/s"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -208,8 +231,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name:6s} {cls.summary}")
     print("\nUNet presets:")
     for name, p in PRESETS.items():
-        n = count_parameters(build_unet(name, p.image_size)) / 1e6
-        print(f"  {name:8s} {n:6.2f} M parameters at {p.image_size} px  {p.note}")
+        n = count_parameters(build_unet(name, p.image_size, p.in_channels)) / 1e6
+        where = f"{p.image_size} px" if p.in_channels == 3 else f"{p.in_channels}x{p.image_size}x{p.image_size} latents"
+        print(f"  {name:10s} {n:6.2f} M parameters at {where}  {p.note}")
     print("\nfeature backbones: " + ", ".join(BACKBONES))
     return 0
 

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from .config import METHOD_SECTIONS, DDADConfig, apply_overrides, save_config, to_dict
-from .data import AnomalyDataset, load_dataset, read_image, seeded_split
+from .data import AnomalyDataset, ImageReadError, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
 from .evaluation import EvalResult
 from .metrics import format_table
 from .report import labelled_panel, overlay, save_png, to_uint8
 
-__all__ = ["stack_images", "nominal_split", "run_train", "run_adapt", "reuse_trained", "run_evaluate", "run_predict",
+__all__ = ["stack_images", "nominal_split", "input_files", "run_train", "run_adapt", "reuse_trained", "run_evaluate", "run_predict",
            "PredictRecord"]
 
 log = logging.getLogger(__name__)
@@ -153,10 +153,10 @@ class PredictRecord:
     decision: str | None  # PASS / FAIL where the model is calibrated
     panel: str
     mask: str | None  # binary defect mask PNG (255 = defective), where the model is calibrated
-    seconds: float  # scoring and writing this image
+    seconds: float  # model time per image in its batch
 
 
-def _inputs(paths: list[str | Path]) -> list[Path]:
+def input_files(paths: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():  # recursive: a test/ folder of defect folders is scored whole
@@ -184,39 +184,61 @@ def _output_names(files: list[Path]) -> list[str]:
     return names
 
 
-def run_predict(det: Detector, paths: list[str | Path], out: str | Path) -> list[PredictRecord]:
-    """Score each image on its own; per image write <folder>_<stem>_{reconstruction,heatmap,mask,panel}.png
-    (the mask only where the model is calibrated) and one predictions.json."""
+def _write_prediction(f: Path, stem: Path, x: torch.Tensor, pred, i: int, cal, vmax: float | None, size: int,
+                      seconds: float) -> PredictRecord:
+    score, amap, rec = float(pred.scores[i]), pred.maps[i], pred.reconstructions[i]
+    scale = vmax or float(amap.max())
+    save_png(to_uint8(rec), f"{stem}_reconstruction.png")
+    save_png(overlay(x, amap, scale), f"{stem}_heatmap.png")
+    tiles = [to_uint8(x), to_uint8(rec), overlay(x, amap, scale)]
+    labels = ["input", "reconstruction", "heatmap"]
+    norm, decision, mask_file = None, None, None
+    title = f"{f.parent.name}/{f.name}  score {score:.4g}"
+    if cal is not None:
+        norm = score / cal.threshold
+        decision = "FAIL" if score > cal.threshold else "PASS"
+        mask = to_uint8((amap > cal.pixel_threshold).float()[None].expand(3, -1, -1))
+        mask_file = str(save_png(mask[..., 0], f"{stem}_mask.png"))
+        tiles.append(mask)
+        labels.append("mask")
+        title += f" = {norm:.2f}x threshold  {decision}"
+    p = save_png(labelled_panel(tiles, labels, title, scale, scale=max(1, 256 // size)), f"{stem}_panel.png")
+    return PredictRecord(str(f), score, norm, decision, str(p), mask_file, seconds)
+
+
+def run_predict(det: Detector, paths: list[str | Path], out: str | Path, progress: bool = False) -> list[PredictRecord]:
+    """Score images in batches of sampling.batch_size (each image's score does not depend on its batch mates);
+    per image write <folder>_<stem>_{reconstruction,heatmap,mask,panel}.png (the mask only where the model is
+    calibrated) and one predictions.json. A file that cannot be read is logged and skipped, not fatal."""
+    from tqdm import tqdm
+
     out = Path(out)
-    files = _inputs(paths)
+    files = input_files(paths)
     cal = det.calibration
     calibrated = cal is not None and cal.threshold == cal.threshold
     vmax = cal.threshold * 1.5 if calibrated else None
-    records = []
-    for f, name in zip(files, _output_names(files)):
-        x = read_image(f, det.cfg.data.image_size)[None]
+    records: list[PredictRecord] = []
+    named = list(zip(files, _output_names(files)))
+    bs = max(1, det.cfg.sampling.batch_size)
+    bar = tqdm(total=len(named), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+    for s in range(0, len(named), bs):
+        batch, images = [], []
+        for f, name in named[s : s + bs]:
+            try:
+                images.append(read_image(f, det.cfg.data.image_size))
+                batch.append((f, name))
+            except ImageReadError as e:
+                log.error("skipped %s: %s", f, e)
+        bar.update(len(named[s : s + bs]))
+        if not batch:
+            continue
         t0 = time.perf_counter()
+        x = torch.stack(images)
         pred = det.predict(x)
-        log.debug("%s: %.2f s", f, time.perf_counter() - t0)
-        score, amap, rec = float(pred.scores[0]), pred.maps[0], pred.reconstructions[0]
-        scale = vmax or float(amap.max())
-        stem = out / name
-        save_png(to_uint8(rec), f"{stem}_reconstruction.png")
-        save_png(overlay(x[0], amap, scale), f"{stem}_heatmap.png")
-        tiles = [to_uint8(x[0]), to_uint8(rec), overlay(x[0], amap, scale)]
-        labels = ["input", "reconstruction", "heatmap"]
-        norm, decision, mask_file = None, None, None
-        title = f"{f.parent.name}/{f.name}  score {score:.4g}"
-        if calibrated:
-            norm = score / cal.threshold
-            decision = "FAIL" if score > cal.threshold else "PASS"
-            mask = to_uint8((amap > cal.pixel_threshold).float()[None].expand(3, -1, -1))
-            mask_file = str(save_png(mask[..., 0], f"{stem}_mask.png"))
-            tiles.append(mask)
-            labels.append("mask")
-            title += f" = {norm:.2f}x threshold  {decision}"
-        p = save_png(labelled_panel(tiles, labels, title, scale, scale=max(1, 256 // det.cfg.data.image_size)),
-                     f"{stem}_panel.png")
-        records.append(PredictRecord(str(f), score, norm, decision, str(p), mask_file, time.perf_counter() - t0))
+        seconds = (time.perf_counter() - t0) / len(batch)
+        for i, (f, name) in enumerate(batch):
+            records.append(_write_prediction(f, out / name, x[i], pred, i, cal if calibrated else None, vmax,
+                                             det.cfg.data.image_size, seconds))
+    bar.close()
     (out / "predictions.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
     return records

@@ -24,6 +24,7 @@ PROBE = ("import sys, time; t = time.perf_counter(); from ddad.cli import main; 
     (["predict", "--model", "/no/such/model", "x.png"], "no such directory"),
     (["serve", "--model", "/no/such/model"], "no such directory"),
     (["adapt", "--model", "/no/such/model"], "no such directory"),
+    (["report", "/no/such/run"], "no such directory"),
     (["train", "--out", "OUT", "--data", "/no/such/data"], "--data /no/such/data"),
     (["train", "--out", "OUT", "--config", "/no/such.yaml"], "--config /no/such.yaml"),
     (["train", "--out", "OUT", "--set", "samplng.w=1", "--data", "."], "did you mean sampling"),
@@ -37,6 +38,21 @@ def test_invalid_input_fails_in_under_3_s_without_loading_torch(argv, says, tmp_
     assert "torch-not-loaded 2" in r.stdout, (r.stdout, r.stderr)
     assert says in r.stderr, r.stderr
     assert wall < 3.0, f"{argv} took {wall:.2f} s to fail"
+
+
+def test_predict_refuses_a_non_image_before_loading_the_model(tiny_model, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", PROBE, "predict", "--model", str(tiny_model), str(notes)],
+                       capture_output=True, text=True, timeout=60)
+    assert "torch-not-loaded 2" in r.stdout and "is not an image file" in r.stderr, (r.stdout, r.stderr)
+    assert time.perf_counter() - t0 < 3.0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-c", PROBE, "predict", "--model", str(tiny_model), str(empty)],
+                       capture_output=True, text=True, timeout=60)
+    assert "torch-not-loaded 2" in r.stdout and "holds no image files" in r.stderr
 
 
 def test_predict_on_a_non_model_directory_says_what_a_model_directory_is(tmp_path, caplog):
@@ -94,3 +110,17 @@ def test_predict_writes_named_files_mask_labelled_panel_and_summary(tiny_model, 
         panel = np.asarray(Image.open(out / f"{stem}_panel.png"))
         tile = np.asarray(Image.open(out / f"{stem}_heatmap.png"))
         assert panel.shape[0] > tile.shape[0] * 8 + 30  # 8x upscaled tiles plus label bands and the colour scale
+
+
+def test_predict_skips_an_unreadable_file_and_counts_it(tiny_model, tiny_object, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    goods = sorted((tiny_object / "test" / "good").iterdir())[:3]
+    for g in goods:
+        (folder / g.name).write_bytes(g.read_bytes())
+    (folder / "broken.png").write_bytes(goods[0].read_bytes()[:60])
+    assert main(["predict", "--model", str(tiny_model), str(folder), "--out", str(tmp_path / "p")]) == 0
+    text = capsys.readouterr().out
+    assert "3 images:" in text and "1 unreadable, skipped" in text
+    preds = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert sorted(p["path"].split("/")[-1] for p in preds) == sorted(g.name for g in goods)

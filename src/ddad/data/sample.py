@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..imagefiles import IMAGE_EXTENSIONS
+
 __all__ = [
     "Sample", "ImageReadError", "ImageCorruptError", "ImageSizeError", "read_image", "read_mask", "decode_image", "IMAGE_EXTENSIONS", "list_images",
 ]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ImageReadError(ValueError):

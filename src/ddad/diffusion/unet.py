@@ -21,6 +21,7 @@ class UNetPreset:
     layers_per_block: int
     attention_head_dim: int
     note: str
+    in_channels: int = 3  # the input it is designed for: 3 for images, 4 for latents (what `ddad info` counts)
 
 
 PRESETS: dict[str, UNetPreset] = {
@@ -34,10 +35,10 @@ PRESETS: dict[str, UNetPreset] = {
                          "CPU preset for 64 px (attention at 16/8); ~0.45 s per batch-16 step on 2 cores"),
     "cpu-32": UNetPreset(32, (16, 32, 32), (False, False, True), 1, 16, "test-sized preset for 32 px"),
     "latent-32": UNetPreset(32, (64, 128, 128), (False, True, True), 2, 32,
-                            "CPU preset for 32x32 latents (a 128-px image, 4x down; attention at 16/8)"),
+                            "CPU preset for 32x32 latents (a 128-px image, 4x down; attention at 16/8)", 4),
     "latent-32s": UNetPreset(32, (32, 64, 128), (False, True, True), 2, 32,
                              "compact CPU preset for 32x32 latents: half latent-32's width, ~1/2 of its time "
-                             "per call and per training step"),
+                             "per call and per training step", 4),
 }
 
 

@@ -1,0 +1,188 @@
+"""Synthetic anomalies pasted into nominal images (DRAEM-style), seeded.
+
+What GLAD's anomaly-oriented training needs (a defect-free target for an image with a synthetic defect) and what a
+label-free model selection can use as a proxy validation set (nominal held-out images with pasted defects, whose
+masks are known):
+
+    mask   = Perlin noise (random frequency) > threshold, restricted to the object's foreground if asked (Otsu on
+             the grey image, or a given mask); never empty for an anomalous sample
+    source = the image's own grid cells shuffled (default), a generated colour texture, or an image from a local
+             texture folder (e.g. DTD, which cannot be downloaded here)
+    x_anom = (1 - m) x + m ((1 - beta) source + beta x),   beta ~ U(0, beta_max)      (DRAEM Eq. 1; beta_max 0.8)
+
+and an anomaly in a fraction `probability` of the samples (GLAD: half). Everything is drawn from one
+numpy Generator, so (image, seed) gives the same result on every machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..imagefiles import IMAGE_EXTENSIONS
+
+__all__ = ["AnomalySpec", "SyntheticAnomaly", "perlin_noise", "perlin_mask", "otsu_foreground", "shuffled_grid",
+           "generated_texture", "synthesize", "synthesize_batch"]
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    probability: float = 0.5  # fraction of samples that get an anomaly (GLAD: half)
+    beta_max: float = 0.8  # blend factor beta ~ U(0, beta_max): how much of the original shows through (DRAEM)
+    threshold: float = 0.5  # Perlin noise above this is the defect (DRAEM: 0.5)
+    min_scale: int = 0  # Perlin lattice 2**k cells per side, k drawn in [min_scale, max_scale) (DRAEM: 0..6 at 256)
+    max_scale: int = 6
+    foreground: str = "none"  # none | otsu (objects on a plain background: defects only on the object)
+    source: str = "grid"  # grid (the image's own shuffled cells) | texture (generated) | a folder of texture images
+    grid: int = 8  # cells per side for source=grid
+
+    def __post_init__(self):
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {self.probability}")
+        if not 0.0 <= self.beta_max < 1.0:
+            raise ValueError(f"beta_max must be in [0, 1), got {self.beta_max}")
+        if not 0 <= self.min_scale < self.max_scale:
+            raise ValueError(f"need 0 <= min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
+        if self.foreground not in ("none", "otsu"):
+            raise ValueError(f"foreground must be none or otsu, got {self.foreground!r}")
+        if self.source not in ("grid", "texture") and not Path(self.source).is_dir():
+            raise ValueError(f"source must be grid, texture or an existing folder of texture images, got "
+                             f"{self.source!r}")
+
+
+@dataclass(frozen=True)
+class SyntheticAnomaly:
+    image: torch.Tensor  # (3, H, W) in [0, 1], with the anomaly (or the input itself)
+    mask: torch.Tensor  # (1, H, W) in {0, 1}
+    anomalous: bool
+    beta: float  # 1.0 where no anomaly was pasted
+
+
+def perlin_noise(h: int, w: int, res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(h, w) gradient noise in about [-1, 1] on a res[0] x res[1] lattice (Perlin 1985, the quintic fade)."""
+    ry, rx = res
+    gy, gx = np.linspace(0, ry, h, endpoint=False), np.linspace(0, rx, w, endpoint=False)
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = yy - y0, xx - x0
+    angles = rng.uniform(0, 2 * np.pi, (ry + 1, rx + 1))
+    grads = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+
+    def dot(dy: int, dx: int) -> np.ndarray:
+        g = grads[y0 + dy, x0 + dx]
+        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+
+    fade = lambda t: t * t * t * (t * (t * 6 - 15) + 10)  # noqa: E731
+    uy, ux = fade(fy), fade(fx)
+    top = dot(0, 0) * (1 - ux) + dot(0, 1) * ux
+    bottom = dot(1, 0) * (1 - ux) + dot(1, 1) * ux
+    return np.sqrt(2) * (top * (1 - uy) + bottom * uy)
+
+
+def perlin_mask(h: int, w: int, rng: np.random.Generator, spec: AnomalySpec = AnomalySpec(),
+                allowed: np.ndarray | None = None, tries: int = 20) -> np.ndarray:
+    """(h, w) bool defect mask: thresholded Perlin noise at a random lattice, rotated by a random multiple of 90
+    degrees, restricted to `allowed`; redrawn until non-empty (after `tries`, one allowed pixel's neighbourhood)."""
+    for _ in range(tries):
+        ry, rx = (2 ** int(rng.integers(spec.min_scale, spec.max_scale)) for _ in range(2))
+        noise = np.rot90(perlin_noise(max(h, w), max(h, w), (ry, rx), rng), int(rng.integers(4)))[:h, :w]
+        m = noise > spec.threshold
+        if allowed is not None:
+            m &= allowed
+        if m.any():
+            return m
+    m = np.zeros((h, w), bool)  # a tiny blob where the noise never rose high enough inside `allowed`
+    ys, xs = np.nonzero(allowed if allowed is not None and allowed.any() else np.ones((h, w), bool))
+    i = int(rng.integers(len(ys)))
+    m[max(0, ys[i] - 1): ys[i] + 2, max(0, xs[i] - 1): xs[i] + 2] = True
+    return m if allowed is None or not allowed.any() else m & allowed
+
+
+def otsu_foreground(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool foreground of an (H, W, 3) image in [0, 1]: Otsu's threshold on the grey values, the side that
+    does not touch most of the border (objects photographed on a plain background)."""
+    grey = image.mean(axis=-1)
+    hist, edges = np.histogram(grey, bins=256, range=(0.0, 1.0))
+    p = hist / max(hist.sum(), 1)
+    omega, mu = np.cumsum(p), np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
+    between = (mu[-1] * omega - mu) ** 2 / np.clip(omega * (1 - omega), 1e-12, None)
+    t = edges[int(np.argmax(between)) + 1]
+    fg = grey > t
+    border = np.concatenate([fg[0], fg[-1], fg[:, 0], fg[:, -1]])
+    return ~fg if border.mean() > 0.5 else fg
+
+
+def shuffled_grid(image: np.ndarray, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
+    """The image's grid x grid cells in a random order (and each cell rotated by a random multiple of 90 degrees
+    where square): local texture of the part itself, in the wrong place."""
+    h, w = image.shape[:2]
+    ch, cw = h // grid, w // grid
+    out = image.copy()
+    cells = [(i, j) for i in range(grid) for j in range(grid)]
+    order = rng.permutation(len(cells))
+    for (i, j), k in zip(cells, order):
+        si, sj = cells[k]
+        cell = image[si * ch:(si + 1) * ch, sj * cw:(sj + 1) * cw]
+        if ch == cw:
+            cell = np.rot90(cell, int(rng.integers(4)))
+        out[i * ch:(i + 1) * ch, j * cw:(j + 1) * cw] = cell
+    return out
+
+
+def generated_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """(h, w, 3) in [0, 1]: two random colours mixed by multi-octave Perlin noise (a stand-in for DTD textures)."""
+    side = max(h, w)
+    noise = sum(perlin_noise(side, side, (2 ** k, 2 ** k), rng) / 2 ** (k - 1) for k in range(1, 5))[:h, :w]
+    t = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-8)
+    a, b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    return a * t[..., None] + b * (1 - t[..., None])
+
+
+def _folder_texture(folder: Path, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    from .sample import read_image
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"texture folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    img = read_image(files[int(rng.integers(len(files)))])  # (3, H', W')
+    img = torch.nn.functional.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return img.permute(1, 2, 0).numpy()
+
+
+def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec = AnomalySpec(),
+               foreground: torch.Tensor | None = None, force: bool | None = None) -> SyntheticAnomaly:
+    """One sample: an anomaly pasted into `image` (3, H, W) in [0, 1] with probability spec.probability (or
+    always / never with force=True / False). `foreground` (H, W) bool overrides spec.foreground."""
+    x = image.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64)
+    h, w = x.shape[:2]
+    anomalous = bool(rng.random() < spec.probability) if force is None else force
+    if not anomalous:
+        return SyntheticAnomaly(image.clone(), torch.zeros(1, h, w), False, 1.0)
+    allowed = None
+    if foreground is not None:
+        allowed = foreground.cpu().numpy().astype(bool)
+    elif spec.foreground == "otsu":
+        allowed = otsu_foreground(x)
+    m = perlin_mask(h, w, rng, spec, allowed)
+    if spec.source == "grid":
+        src = shuffled_grid(x, rng, spec.grid)
+    elif spec.source == "texture":
+        src = generated_texture(h, w, rng)
+    else:
+        src = _folder_texture(Path(spec.source), h, w, rng)
+    beta = float(rng.uniform(0, spec.beta_max))
+    mf = m[..., None].astype(np.float64)
+    out = (1 - mf) * x + mf * ((1 - beta) * src + beta * x)
+    t = torch.from_numpy(np.clip(out, 0, 1)).permute(2, 0, 1).to(image.dtype).contiguous()
+    return SyntheticAnomaly(t, torch.from_numpy(m.astype(np.float32))[None], True, beta)
+
+
+def synthesize_batch(images: torch.Tensor, seed: int, spec: AnomalySpec = AnomalySpec(),
+                     force: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(anomalous images (B, 3, H, W), masks (B, 1, H, W), flags (B,)) for images (B, 3, H, W) in [0, 1]; sample i
+    is drawn from Generator(seed, i), so it does not depend on the rest of the batch."""
+    samples = [synthesize(images[i], np.random.default_rng([seed, i]), spec, force=force) for i in range(len(images))]
+    return (torch.stack([s.image for s in samples]), torch.stack([s.mask for s in samples]),
+            torch.tensor([s.anomalous for s in samples]))

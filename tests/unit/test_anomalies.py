@@ -1,0 +1,99 @@
+"""The synthetic-anomaly generator (GLAD's anomaly-oriented training; proxy validation sets): masks, seeding, rate,
+blending, foreground restriction, batch independence."""
+import numpy as np
+import pytest
+import torch
+
+from ddad.data.anomalies import (AnomalySpec, otsu_foreground, perlin_mask, perlin_noise, shuffled_grid, synthesize,
+                                 synthesize_batch)
+from ddad.data.synthetic import nominal_image
+
+
+def _object(seed: int = 0, size: int = 64, with_foreground: bool = False):
+    img, fg = nominal_image("object", size, np.random.default_rng(seed))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1).contiguous()
+    return (x, fg) if with_foreground else x
+
+
+def test_perlin_noise_is_bounded_seeded_and_smooth():
+    a = perlin_noise(64, 64, (4, 4), np.random.default_rng(1))
+    b = perlin_noise(64, 64, (4, 4), np.random.default_rng(1))
+    assert np.array_equal(a, b) and np.abs(a).max() <= 1.5 and a.std() > 0.1
+    assert np.abs(np.diff(a, axis=1)).max() < 0.5  # gradient noise, not white noise
+
+
+@pytest.mark.parametrize("spec", [AnomalySpec(), AnomalySpec(source="texture"), AnomalySpec(foreground="otsu")])
+def test_masks_are_binary_non_empty_at_the_configured_rate(spec):
+    x = _object()
+    n, anomalous = 200, 0
+    for i in range(n):
+        s = synthesize(x, np.random.default_rng([7, i]), spec)
+        m = s.mask.numpy()
+        assert set(np.unique(m)) <= {0.0, 1.0} and s.image.min() >= 0 and s.image.max() <= 1
+        if s.anomalous:
+            anomalous += 1
+            assert m.sum() > 0 and 0 <= s.beta < spec.beta_max
+        else:
+            assert m.sum() == 0 and torch.equal(s.image, x)
+    assert abs(anomalous / n - spec.probability) < 0.1  # binomial(200, 0.5): 0.1 is ~2.8 standard deviations
+
+
+def test_same_seed_same_anomaly_other_seed_other_anomaly():
+    x = _object()
+    a, b = (synthesize(x, np.random.default_rng(3), force=True) for _ in range(2))
+    c = synthesize(x, np.random.default_rng(4), force=True)
+    assert torch.equal(a.image, b.image) and torch.equal(a.mask, b.mask)
+    assert not torch.equal(a.mask, c.mask)
+
+
+def test_pixels_outside_the_mask_are_untouched_and_inside_follow_the_blend():
+    x = _object()
+    s = synthesize(x, np.random.default_rng(5), AnomalySpec(source="texture"), force=True)
+    outside = s.mask[0] == 0
+    assert torch.equal(s.image[:, outside], x[:, outside])
+    # inside: (1 - beta) source + beta x, so the change is (1 - beta)(source - x): never more than (1 - beta)
+    inside = s.mask[0] == 1
+    assert (s.image[:, inside] - x[:, inside]).abs().max() <= 1 - s.beta + 1e-6
+    assert (s.image[:, inside] - x[:, inside]).abs().mean() > 0.01
+
+
+def test_otsu_keeps_defects_on_the_object():
+    x, truth = _object(seed=2, with_foreground=True)
+    fg = otsu_foreground(x.permute(1, 2, 0).numpy())
+    assert (fg & truth).sum() / (fg | truth).sum() > 0.8  # Otsu finds the generator's own foreground
+    for i in range(30):
+        s = synthesize(x, np.random.default_rng([11, i]), AnomalySpec(foreground="otsu"), force=True)
+        assert (s.mask[0].numpy().astype(bool) & ~fg).sum() == 0
+
+
+def test_mask_falls_back_to_a_blob_inside_a_tiny_foreground():
+    allowed = np.zeros((32, 32), bool)
+    allowed[10, 20] = True
+    m = perlin_mask(32, 32, np.random.default_rng(0), AnomalySpec(threshold=0.99), allowed)
+    assert m.any() and not (m & ~allowed).any()
+
+
+def test_shuffled_grid_is_a_permutation_of_cells():
+    x = np.random.default_rng(0).random((64, 64, 3))
+    y = shuffled_grid(x, np.random.default_rng(1), grid=8)
+    assert not np.array_equal(x, y)
+    assert np.allclose(np.sort(x.ravel()), np.sort(y.ravel()))  # the same pixels, moved
+
+
+def test_a_sample_does_not_depend_on_its_batch_mates():
+    xs = torch.stack([_object(seed=s) for s in range(4)])
+    a_img, a_mask, a_flag = synthesize_batch(xs, seed=9)
+    other = xs.clone()
+    other[0] = _object(seed=99)
+    b_img, b_mask, b_flag = synthesize_batch(other, seed=9)
+    assert torch.equal(a_img[1:], b_img[1:]) and torch.equal(a_mask[1:], b_mask[1:])
+    assert torch.equal(a_flag, b_flag)
+
+
+def test_bad_specs_fail_clearly():
+    with pytest.raises(ValueError, match="beta_max"):
+        AnomalySpec(beta_max=1.5)
+    with pytest.raises(ValueError, match="source"):
+        AnomalySpec(source="/no/such/texture/folder")
+    with pytest.raises(ValueError, match="foreground"):
+        AnomalySpec(foreground="magic")
