@@ -118,7 +118,7 @@ class AutoencoderConfig:
     kl_weight: float = 1.0e-6  # Stable Diffusion's VAE: 1e-6 (a nearly deterministic latent)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1000, batch_size=16, lr=1e-3, optimizer="adamw", weight_decay=0.0, ema_decay=0.0,
-        checkpoint_every=250))  # ~15 min at 128 px on 2 CPU cores
+        checkpoint_every=250))  # 14-30 min at 128 px on 2 CPU cores (machines differ)
 
 
 @dataclass(frozen=True)

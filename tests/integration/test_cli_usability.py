@@ -73,6 +73,8 @@ def test_train_and_adapt_take_data(tiny_object, tmp_path):
     assert json.loads((out / "model.json").read_text())["config"]["data"]["root"] == str(tiny_object)
     assert main(["adapt", "--model", str(out), "--data", str(tiny_object)]) == 0
     assert (out / "extractor.safetensors").is_file()
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["adapted"] and meta["train_steps"] == 2  # adapting keeps what training recorded
 
 
 def test_demo_picks_up_its_own_checkpoints(tmp_path, capsys):

@@ -101,6 +101,7 @@ class Detector:
         self.train_result: TrainResult | None = None
         self.adapt_result: AdaptResult | None = None
         self.adapted = False
+        self.loaded_meta: dict = {}  # model.json of the directory this detector was loaded from
 
     # ---- what a method provides -------------------------------------------------------------------
     @classmethod
@@ -250,6 +251,8 @@ class Detector:
                 "parameters": {k: count_parameters(v) for k, v in nets.items()}, "config": to_dict(self.cfg),
                 "adapted": self.adapted, "train_steps": self.train_result.steps if self.train_result else None,
                 **self.describe()}
+        # facts of the training run that a loaded detector no longer holds (train_steps after `ddad adapt`) are kept
+        meta |= {k: v for k, v in self.loaded_meta.items() if meta.get(k) is None and v is not None}
         save_json(meta, d / "model.json")
         for flag, name, tensors in ((self.adapted, "extractor", lambda: self.extractor.state_dict()),
                                     (bool(self.state()), "state", self.state)):
@@ -272,6 +275,7 @@ class Detector:
         from . import METHODS
 
         det = METHODS[cfg.method].build(cfg, meta)  # on the CPU, moved to `device` at the end
+        det.loaded_meta = meta
         try:
             for name, net in det.networks().items():
                 net.load_state_dict(load_tensors(d / f"{name}.safetensors"))
