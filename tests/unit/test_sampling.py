@@ -115,3 +115,30 @@ def test_resolution_matched_level_scales_snr_by_the_area_ratio():
     assert resolution_matched_level(s, 250, 256, 512) > 250
     with pytest.raises(ValueError):
         resolution_matched_level(s, 250, 0, 128)
+
+
+def test_eps_for_x0_inverts_eq2_and_targets_the_normal_image():
+    """GLAD's ATP target: from x_t made of an image WITH a synthetic defect, the target noise must make the
+    x0-prediction equal the NORMAL image (the sign the official code flipped)."""
+    from ddad.diffusion import NoiseSchedule
+    from ddad.sampling import eps_for_x0, predict_x0
+
+    sched = NoiseSchedule.linear()
+    g = torch.Generator().manual_seed(0)
+    normal = torch.rand(4, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
+    defect = torch.zeros_like(normal)
+    defect[:, :, 4:9, 4:9] = 0.8  # a synthetic anomaly in a patch
+    noise = torch.randn(normal.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([10, 250, 500, 900])
+    ab = sched.alpha_bar(t).double()
+    x_t = sched.q_sample(normal + defect, t, noise)
+    target = eps_for_x0(x_t, normal, ab)
+    torch.testing.assert_close(predict_x0(x_t, target, ab), normal)  # the x0 identity
+    # no defect: the ordinary DDPM target
+    torch.testing.assert_close(eps_for_x0(sched.q_sample(normal, t, noise), normal, ab), noise)
+    # the target differs from the added noise exactly inside the defect, by +sqrt(ab / (1 - ab)) * defect
+    scale = (ab / (1 - ab)).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(target - noise, scale * defect)
+    # the flipped sign would reconstruct the defect twice as strong, not remove it
+    flipped = noise - scale * defect
+    assert (predict_x0(x_t, flipped, ab) - normal)[:, :, 4:9, 4:9].mean() > 1.5 * 0.8

@@ -1,10 +1,10 @@
 """DDIM maths, DDAD conditioning, start-level policies and the reconstruction loop."""
-from .ddim import ddim_sigma, ddim_step, predict_x0
+from .ddim import ddim_sigma, ddim_step, eps_for_x0, predict_x0
 from .guidance import ddad_condition
 from .reconstruct import Reconstruction, image_seeds, per_image_noise, reconstruct
 from .start import POLICIES, FixedStart, KNNBinStart, StartPolicy, knn_distances, timestep_plan
 
 __all__ = [
     "FixedStart", "KNNBinStart", "POLICIES", "knn_distances", "Reconstruction", "StartPolicy", "ddad_condition", "ddim_sigma", "ddim_step",
-    "image_seeds", "per_image_noise", "predict_x0", "reconstruct", "timestep_plan",
+    "eps_for_x0", "image_seeds", "per_image_noise", "predict_x0", "reconstruct", "timestep_plan",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["predict_x0", "ddim_sigma", "ddim_step"]
+__all__ = ["predict_x0", "eps_for_x0", "ddim_sigma", "ddim_step"]
 
 
 def _b(v: torch.Tensor) -> torch.Tensor:
@@ -19,6 +19,18 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor) -> torc
     """f_theta(x_t) = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)   (Eq. 2)."""
     ab = _b(ab_t).to(x_t.dtype)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def eps_for_x0(x_t: torch.Tensor, x0: torch.Tensor, ab_t: torch.Tensor) -> torch.Tensor:
+    """The noise whose Eq. 2 prediction from x_t is exactly x0: eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t).
+
+    Eq. 2 solved for eps: x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)  <=>  sqrt(1 - ab) eps = x_t - sqrt(ab) x0.
+    With x_t = sqrt(ab) x0 + sqrt(1 - ab) e it returns e (the usual DDPM target). GLAD's anomaly-oriented training
+    uses it with x_t made from an image with a synthetic defect and x0 the NORMAL image, so the model learns to
+    predict the defect-free image; the official code has had this sign flipped, which amplifies the anomaly.
+    """
+    ab = _b(ab_t).to(x_t.dtype)
+    return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
 def ddim_sigma(ab_t: torch.Tensor, ab_prev: torch.Tensor, eta: float) -> torch.Tensor:
