@@ -140,16 +140,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .pipeline import input_files, run_predict
 
+    files = input_files(args.inputs)
     det = Detector.load(args.model, args.device)
     t0 = time.perf_counter()
-    records = run_predict(det, args.inputs, args.out, progress=True)
+    records = run_predict(det, files, args.out, progress=True)
     seconds = time.perf_counter() - t0
     for r in records:
         norm = "" if r.normalised_score is None else f"  {r.normalised_score:6.2f}x threshold  {r.decision}"
         print(f"{r.score:8.4f}{norm}  {r.path}")
     print(f"\npictures in {args.out}: <folder>_<stem>_panel.png (input | reconstruction | heatmap | mask), "
           "_heatmap.png, _reconstruction.png, _mask.png; predictions.json")
-    print(summary_line(records, seconds, skipped=len(input_files(args.inputs)) - len(records)))
+    print(summary_line(records, seconds, skipped=len(files) - len(records)))
     return 0
 
 

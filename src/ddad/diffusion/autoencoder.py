@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from ..config import AutoencoderConfig
-from ..features.extractor import INFERENCE_CHUNK
+from ..features.extractor import in_inference_slices
 
 __all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
            "latent_scale", "downsampling"]
@@ -57,21 +57,14 @@ def downsampling(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _sliced(fn, x: torch.Tensor) -> torch.Tensor:
-    """fn over slices of INFERENCE_CHUNK images when no gradient is needed (cache-friendly on a CPU)."""
-    if torch.is_grad_enabled() or x.shape[0] <= INFERENCE_CHUNK:
-        return fn(x)
-    return torch.cat([fn(c) for c in x.split(INFERENCE_CHUNK)])
-
-
 def encode(vae: AutoencoderKL, x: torch.Tensor, scale: float) -> torch.Tensor:
     """Scaled posterior mean (B, c, H/f, W/f) of images x (B, 3, H, W) in [-1, 1]."""
-    return _sliced(lambda c: vae.encode(c).latent_dist.mean, x) * scale
+    return in_inference_slices(lambda c: vae.encode(c).latent_dist.mean, x) * scale
 
 
 def decode(vae: AutoencoderKL, z: torch.Tensor, scale: float) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] (clamped) from scaled latents."""
-    return _sliced(lambda c: vae.decode(c).sample, z / scale).clamp(-1, 1)
+    return in_inference_slices(lambda c: vae.decode(c).sample, z / scale).clamp(-1, 1)
 
 
 @torch.no_grad()

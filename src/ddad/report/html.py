@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..metrics import compute_metrics, pro_curve, roc_curve  # noqa: E402
-from .figures import colour_bar, overlay, to_uint8  # noqa: E402
+from .figures import colour_bar, overlay, panel, to_uint8  # noqa: E402
 
 __all__ = ["build_report"]
 
@@ -82,10 +82,11 @@ def _per_defect(records, scores, labels, maps, masks) -> list[str]:
     good = ~labels
     rows = []
     for t in sorted({t for t, lab in zip(types, labels) if lab}):
-        sel = np.array([ty == t for ty in types]) | good
+        of_type = np.array([ty == t for ty in types])
+        sel = of_type | good
         m = compute_metrics(scores[sel], labels[sel], None if maps is None else maps[sel],
                             None if masks is None else masks[sel])
-        n = int(sum(ty == t for ty in types))
+        n = int(of_type.sum())
         cells = [m.image_auroc, m.pixel_auroc, m.pro]
         rows.append(f"<tr><td>{html.escape(t)}</td><td>{n}</td>" + "".join(
             "<td>-</td>" if v is None else f"<td>{100 * v:.1f}</td>" for v in cells) + "</tr>")
@@ -131,8 +132,7 @@ def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int
         scale = max(1, 160 // inputs.shape[1])
 
         def img(arr: np.ndarray) -> str:
-            big = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1) if scale > 1 else arr
-            return f'<img src="{_png(big)}">'
+            return f'<img src="{_png(panel([arr], scale))}">'  # one tile, upscaled (nearest)
 
         parts.append(f"<h2>Images, hardest first ({min(worst, len(records))} of {len(records)})</h2>"
                      f'<p class="scale">heatmap colour scale: 0 <img src="{_png(colour_bar(vmax, 256, 14))}"> '
