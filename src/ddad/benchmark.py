@@ -139,7 +139,7 @@ def run_benchmark(configs: list[DDADConfig] | DDADConfig, methods: tuple[str, ..
     if not configs:
         raise ValueError("run_benchmark needs at least one config (it names the data)")
     if not methods:
-        raise ValueError("no methods to benchmark: pass --methods, e.g. ddad,d3ad,patchcore")
+        raise ValueError("no methods to benchmark: pass --methods, e.g. ddad,d3ad,glad,patchcore")
     by_method = configs_by_method(configs, methods)
     cfg0 = next(iter(by_method.values()), configs[0])
     commit = git_commit()  # the code that trains, read before anything runs

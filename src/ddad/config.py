@@ -16,7 +16,7 @@ import yaml
 
 __all__ = [
     "DataConfig", "ModelConfig", "ScheduleConfig", "TrainConfig", "SamplingConfig", "FeatureConfig",
-    "ScoringConfig", "AdaptConfig", "AutoencoderConfig", "D3ADConfig", "DDADConfig", "ConfigError", "METHOD_SECTIONS",
+    "ScoringConfig", "AdaptConfig", "AutoencoderConfig", "D3ADConfig", "AnomalyConfig", "GLADConfig", "DDADConfig", "ConfigError", "METHOD_SECTIONS",
     "load_config", "from_dict", "to_dict", "apply_overrides", "save_config",
 ]
 
@@ -143,9 +143,43 @@ class D3ADConfig:
     # autoencoder's own copy of the input, so its reconstruction error cancels) | input (the image itself)
 
 
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """Synthetic anomalies for training (GLAD's ATP) and proxy validation: ddad.data.anomalies.AnomalySpec."""
+
+    probability: float = 0.5  # fraction of training samples with an anomaly (GLAD: half)
+    beta_max: float = 0.8  # blend beta ~ U(0, beta_max) (DRAEM / GLAD: 0.8)
+    threshold: float = 0.5  # Perlin noise above this is the defect (DRAEM: 0.5)
+    min_scale: int = 0  # Perlin lattice 2**k cells per side, k in [min_scale, max_scale) (DRAEM: 0..6 at 256 px)
+    max_scale: int = 6
+    foreground: str = "none"  # none | otsu (objects on a plain background: defects on the object only)
+    source: str = "grid"  # grid (the image's own shuffled cells) | texture (generated) | a local texture folder
+    grid: int = 8  # cells per side for source = grid
+
+
+@dataclass(frozen=True)
+class GLADConfig:
+    """GLAD (papers/glad-global-local-adaptive-diffusion.md; SPEC 3). T' is sampling.start_level (paper: 750)."""
+
+    atp: bool = True  # anomaly-oriented training (Eq. 10): synthetic defects, the target is the NORMAL image's eps
+    anomalies: AnomalyConfig = field(default_factory=AnomalyConfig)
+    # ---- inference (changeable on a trained model: `ddad benchmark --reuse` re-calibrates) ----
+    ads: bool = True  # adaptive denoising step; False = plain DDIM from T' for every image (the ablation's fixed T')
+    tau: float | None = None  # ADS threshold on the step score; null = calibrated on held-out nominal images (the
+    # tau_quantile of their largest step score); the paper's per-class 0.1-0.5 were picked on test results
+    tau_quantile: float = 0.9
+    t_min: int = 350  # below this step an image that never exceeded tau switches to the input-derived x0 (paper: 350)
+    ads_layer: int = 3  # extractor layer compared at each step (paper: DINO block 12, the deepest; Lite0: layer 3)
+    ads_topk: int = 10  # step score = mean of the top-k patch distances (paper: 10)
+    saff: bool = True  # spatial-adaptive feature fusion at the switch; False = the input-derived x0 everywhere
+    saff_floor: bool = False  # True = the official mask sigmoid(d) >= 0.5 (see ddad.sampling.adaptive.saff_mask)
+    reverse: bool = False  # also match reconstruction patches against the input's (missing parts), summed
+    foreground: str = "none"  # none | otsu: zero the map outside the object's Otsu foreground
+
+
 # Method name -> the config section holding its own options (None: only shared sections). The classes live in
 # ddad.methods.METHODS; a test keeps the two tables in step.
-METHOD_SECTIONS: dict[str, str | None] = {"ddad": None, "d3ad": "d3ad"}
+METHOD_SECTIONS: dict[str, str | None] = {"ddad": None, "d3ad": "d3ad", "glad": "glad"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +194,7 @@ class DDADConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     d3ad: D3ADConfig = field(default_factory=D3ADConfig)
+    glad: GLADConfig = field(default_factory=GLADConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_SECTIONS:

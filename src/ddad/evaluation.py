@@ -4,7 +4,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ class ImageRecord:
     defect_type: str
     label: int
     score: float
+    info: dict[str, float] = field(default_factory=dict)  # the method's per-image values (Prediction.info)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def evaluate_detector(detector, dataset: AnomalyDataset, progress: bool = False,
         if keep_maps:
             recon.append(_uint8(pred.reconstructions))
             inputs.append(_uint8(batch.images))
-        records += [ImageRecord(p, d, int(l), float(s)) for p, d, l, s in
-                    zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores)]
+        info = [{k: float(v[i]) for k, v in pred.info.items()} for i in range(len(scores))]
+        records += [ImageRecord(p, d, int(l), float(s), inf) for p, d, l, s, inf in
+                    zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores, info)]
     metrics = acc.compute()
     maps = np.concatenate(acc.maps) if keep_maps and acc.maps else None
     masks = np.concatenate(acc.masks) if keep_maps and acc.masks else None

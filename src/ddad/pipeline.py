@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, is_dataclass, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,8 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool) ->
 
 
 # What a trained model fixes (changing these needs a new training) and what can be redone on a saved model.
-# A method's own section (config.METHOD_SECTIONS) counts as trained: it holds its networks' settings.
+# A method's own section (config.METHOD_SECTIONS) counts as trained (it holds its networks' settings), except the
+# keys its class lists in `inference_options`.
 TRAINED_SECTIONS = ("method", "model", "train", "schedule")
 TRAINED_DATA = ("layout", "category", "image_size", "val_fraction", "seed")
 REDONE_SECTIONS = ("features", "adapt", "sampling", "scoring")
@@ -101,16 +102,21 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
     own = METHOD_SECTIONS[old.method]
     show = lambda v: to_dict(v) if is_dataclass(v) else repr(v)  # noqa: E731
     wrong = [f"{sec} ({show(getattr(old, sec))} != {show(getattr(cfg, sec))})"
-             for sec in TRAINED_SECTIONS + ((own,) if own else ()) if getattr(old, sec) != getattr(cfg, sec)]
+             for sec in TRAINED_SECTIONS if getattr(old, sec) != getattr(cfg, sec)]
+    # the method's own section: its inference options (Detector.inference_options) may change, the rest not
+    inference = type(det).inference_options
+    if own:
+        mine, theirs = to_dict(getattr(old, own)), to_dict(getattr(cfg, own))
+        wrong += [f"{own}.{k} ({mine[k]!r} != {theirs[k]!r})" for k in mine if k not in inference and mine[k] != theirs[k]]
     wrong += [f"data.{k} ({getattr(old.data, k)!r} != {getattr(cfg.data, k)!r})"
               for k in TRAINED_DATA if getattr(old.data, k) != getattr(cfg.data, k)]
     if wrong:
         raise ValueError(f"the model in {model_dir} was trained with other settings: {'; '.join(wrong)}. "
                          "Drop --reuse to train a new model, or point --out elsewhere.")
-    changed = tuple(sec for sec in REDONE_SECTIONS if getattr(old, sec) != getattr(cfg, sec))
+    changed = tuple(sec for sec in REDONE_SECTIONS + ((own,) if own else ()) if getattr(old, sec) != getattr(cfg, sec))
     if not changed:
         return det, changed
-    det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS})
+    det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS + ((own,) if own else ())})
     _refit(det, model_dir, adapt="features" in changed or "adapt" in changed, progress=progress)
     return det, changed
 
@@ -154,6 +160,7 @@ class PredictRecord:
     panel: str
     mask: str | None  # binary defect mask PNG (255 = defective), where the model is calibrated
     seconds: float  # model time per image in its batch
+    info: dict[str, float] = field(default_factory=dict)  # the method's per-image values (GLAD: adaptive step)
 
 
 def input_files(paths: list[str | Path]) -> list[Path]:
@@ -203,7 +210,8 @@ def _write_prediction(f: Path, stem: Path, x: torch.Tensor, pred, i: int, cal, v
         labels.append("mask")
         title += f" = {norm:.2f}x threshold  {decision}"
     p = save_png(labelled_panel(tiles, labels, title, scale, scale=max(1, 256 // size)), f"{stem}_panel.png")
-    return PredictRecord(str(f), score, norm, decision, str(p), mask_file, seconds)
+    return PredictRecord(str(f), score, norm, decision, str(p), mask_file, seconds,
+                         {k: float(v[i]) for k, v in pred.info.items()})
 
 
 def run_predict(det: Detector, paths: list[str | Path], out: str | Path, progress: bool = False) -> list[PredictRecord]:

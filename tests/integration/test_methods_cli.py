@@ -94,3 +94,35 @@ def test_a_ddad_model_saved_before_methods_existed_still_loads(tiny_model, tiny_
     assert type(old).__name__ == "DDAD" and old.calibration == new.calibration
     x = stack_images(load_dataset("mvtec", tiny_object, "test", image_size=32))[:3]
     torch.testing.assert_close(old.predict(x).scores, new.predict(x).scores, rtol=0, atol=0)
+
+
+GLAD = ["--set", "sampling.start_level=750", "--set", "sampling.steps=3", "--set", "sampling.eta=0",
+        "--set", "scoring.image_score=topk_mean", "--set", "scoring.topk=8", "--set", "glad.ads_layer=2",
+        "--set", "adapt.epochs=0"]
+
+
+def test_glad_goes_through_the_same_cli_report_and_service(tiny_object, tmp_path):
+    """Its per-image adaptive step reaches scores.json, predictions.json, the report and the service's answer."""
+    out = tmp_path / "glad"
+    assert main(["train", "--method", "glad", "--set", f"data.root={tiny_object}", *TINY, *GLAD, "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["method"] == "glad"
+    assert json.loads((out / "calibration.json").read_text())["constants"]["tau"] > 0
+    assert main(["evaluate", "--model", str(out), "--out", str(tmp_path / "eval")]) == 0
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    plan = {750, 500, 250}  # 3 DDIM steps from 750: every image switches at one of them
+    assert all(r["info"]["adaptive_step"] in plan for r in scores)
+    good = sorted((tiny_object / "test" / "good").glob("*.png"))[:2]
+    assert main(["predict", "--model", str(out), *map(str, good), "--out", str(tmp_path / "pred")]) == 0
+    records = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert [r["info"]["adaptive_step"] in plan for r in records] == [True, True]
+    assert main(["report", str(tmp_path / "eval")]) == 0
+    assert "What the method decided per image" in (tmp_path / "eval" / "report.html").read_text()
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from ddad.serve import create_app
+
+    with TestClient(create_app(Detector.load(out))) as client:
+        r = client.post("/predict", files={"file": ("x.png", good[0].read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["info"]["adaptive_step"] in plan

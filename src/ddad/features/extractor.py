@@ -49,7 +49,7 @@ class Backbone:
     build: Callable[[str | None], nn.Module]  # weights path (or None = default location) -> module returning a list
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    channels: tuple[int, int, int]  # layers 1..3
+    channels: tuple[int, ...]  # layers 1..3 (CNNs: strides 4, 8, 16), 1..4 (ViTs: four evenly spaced blocks)
 
 
 def _lite0_weights_path() -> Path:
@@ -137,6 +137,53 @@ def _torchvision(name: str, filename: str) -> Callable[[str | None], nn.Module]:
     return build
 
 
+class _ViTFeatures(nn.Module):
+    """Token grids (B, C, H/p, W/p) of four evenly spaced blocks of a timm ViT (ViT-B/8: blocks 3, 6, 9, 12, as GLAD
+    and AprilGAN use); any input size divisible by the patch size."""
+
+    def __init__(self, model: nn.Module, blocks: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.blocks = blocks  # 0-based
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, indices=list(self.blocks), output_fmt="NCHW", intermediates_only=True)
+
+
+def _dino(arch: str, filename: str, hub_name: str) -> Callable[[str | None], nn.Module]:
+    """A DINO ViT (Caron et al. 2021) from a local file: features.weights, else the official DINO checkpoint in the
+    torch hub folder, else timm's copy in the Hugging Face cache. Never downloaded."""
+
+    def build(weights: str | None) -> nn.Module:
+        import timm
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        hf = Path.home() / ".cache" / "huggingface" / "hub" / f"models--timm--{hub_name}" / "snapshots"
+        candidates = [Path(weights)] if weights else [Path(torch.hub.get_dir()) / "checkpoints" / filename,
+                                                      *sorted(hf.glob("*/model.safetensors"))]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise WeightsNotFoundError(
+                f"DINO weights for {arch} not found (looked at {', '.join(map(str, candidates)) or hf}). ddad never "
+                f"downloads weights: copy the official DINO file {filename} or timm's {hub_name} model.safetensors "
+                "there, or pass features.weights=/path/to/file (.pth or .safetensors)")
+        model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("teacher", state.get("model", state)) if isinstance(state, dict) else state
+            state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+        state = {k: v for k, v in checkpoint_filter_fn(state, model).items() if not k.startswith("head.")}
+        model.load_state_dict(state)
+        depth = len(model.blocks)
+        return _ViTFeatures(model, tuple(depth * (i + 1) // 4 - 1 for i in range(4)))
+
+    return build
+
+
 BACKBONES: dict[str, Backbone] = {
     "efficientnet_lite0": Backbone(_build_lite0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (24, 40, 112)),
     "wide_resnet50_2": Backbone(_torchvision("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth"),
@@ -145,11 +192,18 @@ BACKBONES: dict[str, Backbone] = {
                                  IMAGENET_MEAN, IMAGENET_STD, (256, 512, 1024)),
     "resnet34": Backbone(_torchvision("resnet34", "resnet34-b627a593.pth"), IMAGENET_MEAN, IMAGENET_STD, (64, 128, 256)),
     "resnet18": Backbone(_torchvision("resnet18", "resnet18-f37072fd.pth"), IMAGENET_MEAN, IMAGENET_STD, (64, 128, 256)),
+    # GLAD's extractor: layers 1-4 = blocks 3, 6, 9, 12, all at stride 8 (patch 8) or 16
+    "dino_vitb8": Backbone(_dino("vit_base_patch8_224", "dino_vitbase8_pretrain.pth", "vit_base_patch8_224.dino"),
+                           IMAGENET_MEAN, IMAGENET_STD, (768,) * 4),
+    "dino_vits8": Backbone(_dino("vit_small_patch8_224", "dino_deitsmall8_pretrain.pth", "vit_small_patch8_224.dino"),
+                           IMAGENET_MEAN, IMAGENET_STD, (384,) * 4),
+    "dino_vitb16": Backbone(_dino("vit_base_patch16_224", "dino_vitbase16_pretrain.pth", "vit_base_patch16_224.dino"),
+                            IMAGENET_MEAN, IMAGENET_STD, (768,) * 4),
 }
 
 
 class FeatureExtractor(nn.Module):
-    """Images in [0, 1] -> {layer: feature map} for layers in {1, 2, 3}."""
+    """Images in [0, 1] -> {layer: feature map} for layers in {1, 2, 3} (CNNs) or {1, 2, 3, 4} (ViTs)."""
 
     def __init__(self, name: str, body: nn.Module, backbone: Backbone, input_size: int | None = None):
         super().__init__()
@@ -166,6 +220,9 @@ class FeatureExtractor(nn.Module):
             f = self.input_size / max(h, w)
             images = F.interpolate(images, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False,
                                    antialias=f < 1)
+        bad = [j for j in layers if not 1 <= j <= len(self.channels)]
+        if bad:
+            raise ValueError(f"{self.name} has feature layers 1..{len(self.channels)}, got {bad}")
         feats = in_inference_slices(self.body, (images - self.mean) / self.std)
         return {j: feats[j - 1] for j in layers}
 

@@ -7,7 +7,8 @@ service, report and benchmark only use the shared Detector interface.
 from .base import Calibration, Detector, Prediction, Terms
 from .d3ad import D3AD
 from .ddad import DDAD
+from .glad import GLAD
 
-METHODS: dict[str, type[Detector]] = {"ddad": DDAD, "d3ad": D3AD}
+METHODS: dict[str, type[Detector]] = {"ddad": DDAD, "d3ad": D3AD, "glad": GLAD}
 
-__all__ = ["METHODS", "Calibration", "Detector", "Prediction", "Terms", "DDAD", "D3AD"]
+__all__ = ["METHODS", "Calibration", "Detector", "Prediction", "Terms", "DDAD", "D3AD", "GLAD"]

@@ -11,7 +11,7 @@ service, report and benchmark never ask which method they hold.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -56,6 +56,9 @@ class Calibration:
 class Terms:
     x0: torch.Tensor  # (B, 3, H, W) reconstructions in [0, 1]
     maps: dict[str, torch.Tensor]  # name -> (B, 1, H, W) unsmoothed distance terms, e.g. pixel, feature
+    # name -> (B,) per-image values the method decided on its own (GLAD: its adaptive step), kept with the scores
+    # (scores.json) and shown in the report
+    info: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,14 @@ class Prediction:
     maps: torch.Tensor  # (B, H, W) smoothed anomaly maps
     reconstructions: torch.Tensor  # (B, 3, H, W) in [0, 1]
     terms: dict[str, torch.Tensor]  # name -> (B, H, W) the method's unsmoothed terms (DDAD: pixel, feature)
+    info: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,) per-image values (Terms.info)
 
     @staticmethod
     def cat(parts: list["Prediction"]) -> "Prediction":
         return Prediction(torch.cat([p.scores for p in parts]), torch.cat([p.maps for p in parts]),
                           torch.cat([p.reconstructions for p in parts]),
-                          {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms})
+                          {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms},
+                          {k: torch.cat([p.info[k] for p in parts]) for k in parts[0].info})
 
 
 def to_model(x01: torch.Tensor) -> torch.Tensor:
@@ -91,6 +96,9 @@ class Detector:
 
     name: ClassVar[str] = ""  # the METHODS key
     summary: ClassVar[str] = ""  # one line for `ddad info`
+    # keys of the method's own config section that only change inference (a trained model takes new values and is
+    # re-calibrated, e.g. by `ddad benchmark --reuse`); the others fix the training
+    inference_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):
         self.cfg = cfg
@@ -178,13 +186,15 @@ class Detector:
     def adapt(self, images: torch.Tensor, progress: bool = False) -> AdaptResult:
         """Domain adaptation (DDAD Eq. 10) of the feature extractor on nominal images in [0, 1]."""
         c = self.cfg.adapt
-
-        def pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return self.reconstruct(x, target=y, w=c.w).clone()  # a normal tensor, usable under autograd
-
-        self.extractor, self.adapt_result = adapt_extractor(self.extractor, pair, images.to(self.device), c, progress)
+        self.extractor, self.adapt_result = adapt_extractor(self.extractor, self.adapt_pair, images.to(self.device), c,
+                                                            progress)
         self.adapted = True
         return self.adapt_result
+
+    def adapt_pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The reconstruction domain adaptation compares with the nominal image y (Eq. 10): x denoised conditioned
+        on y with the adaptation's weight w_DA. A method without conditioning overrides it."""
+        return self.reconstruct(x, target=y, w=self.cfg.adapt.w).clone()  # a normal tensor, usable under autograd
 
     def feature_map(self, x0: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) sum over cfg.features.layers of 1 - cos of pooled features (DDAD Eq. 8)."""
@@ -228,7 +238,8 @@ class Detector:
         for y in self._batches(images):
             t = self.terms(y)
             combined, scores = self._score(t.maps, constants)
-            parts.append(Prediction(scores, combined[:, 0], t.x0, {k: v[:, 0] for k, v in t.maps.items()}))
+            parts.append(Prediction(scores, combined[:, 0], t.x0, {k: v[:, 0] for k, v in t.maps.items()},
+                                    {k: v.cpu() for k, v in t.info.items()}))
         return Prediction.cat(parts)
 
     def evaluate(self, dataset, progress: bool = False, keep_maps: bool = False):

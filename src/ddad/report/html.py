@@ -93,6 +93,24 @@ def _per_defect(records, scores, labels, maps, masks) -> list[str]:
     return rows
 
 
+def _info_histograms(records: list[dict], labels: np.ndarray) -> list[str]:
+    """One histogram per per-image value the method recorded (scores.json "info", e.g. GLAD's adaptive step),
+    good and defective images apart."""
+    figs = []
+    for key in (records[0].get("info") or {}) if records else ():
+        v = np.array([r["info"][key] for r in records], dtype=np.float64)
+        fig, ax = plt.subplots(figsize=(4, 3.5))
+        bins = np.unique(v) if np.unique(v).size <= 30 else 30
+        if isinstance(bins, np.ndarray):  # one bar per distinct value (steps of a plan)
+            width = np.diff(bins).min() if bins.size > 1 else 1.0
+            bins = np.concatenate([bins - width / 2, bins[-1:] + width / 2])
+        ax.hist([v[~labels], v[labels]], bins=bins, label=["good", "defective"], stacked=True)
+        ax.set(xlabel=key.replace("_", " "), ylabel="images", title=f"per image: {key.replace('_', ' ')}")
+        ax.legend()
+        figs.append(_png(fig))
+    return figs
+
+
 def _run_name(d: Path, metrics: dict) -> str:
     """The model run an evaluation folder belongs to: <run>/eval -> run; else the folder's own name."""
     run = d.resolve().parent.name if d.name.startswith("eval") else d.resolve().name
@@ -127,6 +145,9 @@ def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int
                   "and PRO over those images.</p><table><tr><th>defect type</th><th>images</th><th>I-AUROC</th>"
                   "<th>P-AUROC</th><th>PRO</th></tr>", *per_defect, "</table>"]
     parts += ["<div>"] + [f'<img src="{src}">' for src in _curves(scores, labels, maps, masks, threshold)] + ["</div>"]
+    info = _info_histograms(records, labels)
+    if info:
+        parts += ["<h2>What the method decided per image</h2><div>"] + [f'<img src="{s}">' for s in info] + ["</div>"]
     if maps is not None and inputs is not None and recon is not None:
         vmax = float(threshold * 1.5) if threshold else float(np.percentile(maps, 99.9))
         scale = max(1, 160 // inputs.shape[1])

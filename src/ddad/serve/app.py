@@ -114,7 +114,8 @@ def create_app(detector, limits: ServeLimits = ServeLimits(), api_key: str | Non
                "normalised_score": r.score / threshold if threshold else None,
                "decision": None if threshold is None else ("FAIL" if r.score > threshold else "PASS"),
                "timings_ms": {"decode": decode_ms, "queue": r.queue_ms, "model": r.model_ms,
-                              "total": (time.perf_counter() - t0) * 1000}, "batch_size": r.batch_size}
+                              "total": (time.perf_counter() - t0) * 1000}, "batch_size": r.batch_size,
+               "info": r.info}
         if images:
             vmax = threshold * 1.5 if threshold else float(r.amap.max())
             out["heatmap_png"] = _b64png(overlay(x, r.amap, vmax))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,7 @@ class Result:
     queue_ms: float
     model_ms: float
     batch_size: int
+    info: dict = field(default_factory=dict)  # the method's per-image values (Prediction.info)
 
 
 class Batcher:
@@ -69,4 +70,5 @@ class Batcher:
             for k, (_, fut, queued) in enumerate(items):
                 if not fut.done():
                     fut.set_result(Result(float(pred.scores[k]), pred.maps[k], pred.reconstructions[k],
-                                          (t0 - queued) * 1000, model_ms, len(items)))
+                                          (t0 - queued) * 1000, model_ms, len(items),
+                                          {name: float(v[k]) for name, v in pred.info.items()}))
