@@ -163,6 +163,9 @@ class GLADConfig:
 
     atp: bool = True  # anomaly-oriented training (Eq. 10): synthetic defects, the target is the NORMAL image's eps
     anomalies: AnomalyConfig = field(default_factory=AnomalyConfig)
+    space: str = "pixel"  # pixel (CPU default) | latent: diffusion on the latents of `autoencoder` (the paper: Stable
+    # Diffusion's latent space), trained first on the nominal images or loaded from autoencoder.path
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     # ---- inference (changeable on a trained model: `ddad benchmark --reuse` re-calibrates) ----
     ads: bool = True  # adaptive denoising step; False = plain DDIM from T' for every image (the ablation's fixed T')
     tau: float | None = None  # ADS threshold on the step score; null = calibrated on held-out nominal images (the

@@ -254,3 +254,22 @@ def test_dino_backbone_loads_a_local_file_and_gives_four_token_grids(tmp_path, m
     torch.testing.assert_close(outs[0], outs[1])
     with pytest.raises(ValueError, match="layers 1..4"):
         ext(x, (5,))
+
+
+# ---- latent space ---------------------------------------------------------------------------------------------
+def test_latent_glad_trains_its_autoencoder_first_and_saves_loads_exactly(images, tmp_path):
+    cfg = apply_overrides(DDADConfig(), [*TINY_GLAD, "glad.space=latent", "glad.autoencoder.channels=[8,16,16]",
+                                         "glad.autoencoder.train.steps=2", "glad.autoencoder.train.batch_size=4",
+                                         "glad.autoencoder.train.checkpoint_every=2"])
+    det = fitted_detector(cfg, images, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "autoencoder" / "last.json").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "unet" / "last.json").is_file()
+    assert det.unet.config.in_channels == 4 and det.unet.config.sample_size == 8  # 32 px, 4x down
+    assert det.scale > 0 and det.calibration.constants["tau"] > 0
+    det.save(tmp_path / "m")
+    loaded = Detector.load(tmp_path / "m")
+    assert loaded.scale == det.scale and sorted(loaded.networks()) == ["autoencoder", "unet"]
+    ref = det.predict(images[:3])
+    torch.testing.assert_close(loaded.predict(images[:3]).scores, ref.scores, rtol=0, atol=0)
+    assert ref.reconstructions.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(det.predict(images[2:3]).scores[0], ref.scores[2], atol=1e-4, rtol=1e-4)

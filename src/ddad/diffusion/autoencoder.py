@@ -17,7 +17,7 @@ from ..config import AutoencoderConfig
 from ..features.extractor import in_inference_slices
 
 __all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
-           "latent_scale", "downsampling"]
+           "latent_scale", "downsampling", "fit_autoencoder"]
 
 
 def build_autoencoder(cfg: AutoencoderConfig, saved_config: dict | None = None) -> AutoencoderKL:
@@ -28,7 +28,7 @@ def build_autoencoder(cfg: AutoencoderConfig, saved_config: dict | None = None) 
     if cfg.path:
         return load_pretrained_autoencoder(cfg.path)
     if len(cfg.channels) < 2:
-        raise ValueError(f"d3ad.autoencoder.channels needs at least 2 levels (2x down), got {cfg.channels}")
+        raise ValueError(f"autoencoder.channels needs at least 2 levels (2x down), got {cfg.channels}")
     n = len(cfg.channels)
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
@@ -43,7 +43,7 @@ def load_pretrained_autoencoder(path: str | Path) -> AutoencoderKL:
     p = Path(path).expanduser()
     expected = "a diffusers AutoencoderKL folder with config.json and diffusion_pytorch_model.safetensors"
     if not p.is_dir():
-        raise FileNotFoundError(f"d3ad.autoencoder.path {p} does not exist; expected {expected} (e.g. the vae/ "
+        raise FileNotFoundError(f"autoencoder.path {p} does not exist; expected {expected} (e.g. the vae/ "
                                 "folder of a Stable Diffusion checkpoint). ddad never downloads weights; or set "
                                 "the path to null to train an autoencoder on the nominal images")
     missing = [f for f in ("config.json", "diffusion_pytorch_model.safetensors") if not (p / f).is_file()]
@@ -86,3 +86,24 @@ def autoencoder_loss(kl_weight: float):
         return F.l1_loss(rec.float(), x) + kl_weight * post.kl().mean()
 
     return loss
+
+
+def fit_autoencoder(vae: AutoencoderKL, x: torch.Tensor, cfg: AutoencoderConfig, ckpt_dir: str | Path, resume: bool,
+                    meta: dict, progress: bool, batch_size: int = 16):
+    """The first stage of a latent method's training: train `vae` on images x (N, 3, H, W) in [-1, 1] (skipped for
+    a pretrained one, cfg.path), then measure the latent scale. Returns (TrainResult or None, scale, unscaled
+    latents (N, c, h, w) on the CPU). Resumable from ckpt_dir like every stage."""
+    from .train import train_model
+
+    result = None
+    if not cfg.path:
+        vae.requires_grad_(True)
+        result, ema = train_model(vae, x, autoencoder_loss(cfg.kl_weight), cfg.train, ckpt_dir, resume,
+                                  meta | {"stage": "autoencoder"}, progress, desc="autoencoder")
+        if ema is not None:
+            vae.load_state_dict(ema)
+    vae.eval().requires_grad_(False)
+    device = next(vae.parameters()).device
+    with torch.inference_mode():
+        raw = torch.cat([encode(vae, b.to(device), 1.0) for b in x.split(batch_size)]).cpu()
+    return result, latent_scale(raw), raw

@@ -24,8 +24,7 @@ from torch import nn
 from ..checkpoint import ModelFileError
 from ..config import DDADConfig, to_dict
 from ..diffusion import build_unet
-from ..diffusion.autoencoder import (autoencoder_loss, build_autoencoder, decode, downsampling, encode,
-                                     latent_scale)
+from ..diffusion.autoencoder import build_autoencoder, decode, downsampling, encode, fit_autoencoder
 from ..diffusion.train import TrainResult, eps_loss, train_model
 from ..features.extractor import build_extractor
 from ..sampling import FixedStart, KNNBinStart, image_seeds, reconstruct
@@ -107,19 +106,9 @@ class D3AD(Detector):
         c, ckpts = self.cfg.d3ad, Path(run_dir) / "checkpoints"
         meta = {"method": self.name, "config": to_dict(self.cfg)}
         x = to_model(images)
-        # 1. autoencoder (skipped for a pretrained one)
-        if not c.autoencoder.path:
-            self.vae.requires_grad_(True)
-            self.ae_result, ema = train_model(self.vae, x, autoencoder_loss(c.autoencoder.kl_weight),
-                                              c.autoencoder.train, ckpts / "autoencoder", resume,
-                                              meta | {"stage": "autoencoder"}, progress, desc="autoencoder")
-            if ema is not None:
-                self.vae.load_state_dict(ema)
-            self.vae.eval().requires_grad_(False)
-        # 2. latents and their scale
-        with torch.inference_mode():
-            raw = torch.cat([encode(self.vae, b, 1.0) for b in self._batches(x)])
-        self.scale = latent_scale(raw)
+        # 1. autoencoder (skipped for a pretrained one); 2. latents and their scale
+        self.ae_result, self.scale, raw = fit_autoencoder(self.vae, x, c.autoencoder, ckpts / "autoencoder", resume,
+                                                          meta, progress, self.cfg.sampling.batch_size)
         log.info("latents %s, scale %.4f", tuple(raw.shape[1:]), self.scale)
         # 3. eps-UNet on the scaled latents (same trainer, checkpoints, resume, EMA)
         result, ema = train_model(self.unet, (raw * self.scale).cpu(), eps_loss(self.schedule), self.cfg.train,

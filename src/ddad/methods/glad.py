@@ -8,8 +8,9 @@
                              (ddad.scoring.patch_match), Gaussian smoothing; image score = mean of the top-k pixels
 
 Deliberate differences from the paper and its official code (SPEC 3):
-  - the model is trained from scratch in pixel space (the paper fine-tunes a Stable Diffusion UNet, which cannot be
-    downloaded here);
+  - the model is trained from scratch, in pixel space by default (the paper fine-tunes a Stable Diffusion UNet, which
+    cannot be downloaded here); glad.space = latent runs everything on the latents of an AutoencoderKL trained on the
+    nominal images first (D3AD's) or loaded from a local folder;
   - tau, the ADS threshold, is measured on held-out nominal images (a quantile of their largest step score) instead
     of the paper's per-class values picked on test results;
   - the SAFF mask is 2 sigmoid(d / tau) - 1 instead of sigmoid(d), which is never below 0.5 (saff_mask says why);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +32,9 @@ from torch import nn
 
 from ..config import DDADConfig, to_dict
 from ..data.anomalies import AnomalySpec, otsu_foreground, synthesize_batch
+from ..checkpoint import ModelFileError
 from ..diffusion import build_unet
+from ..diffusion.autoencoder import build_autoencoder, decode, downsampling, encode, fit_autoencoder
 from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.train import LossFn, TrainResult, eps_loss, train_model
 from ..sampling import AdaptiveReconstruction, FixedStart, adaptive_reconstruct, eps_for_x0, image_seeds, saff_mask
@@ -48,15 +52,21 @@ def anomaly_spec(cfg: DDADConfig) -> AnomalySpec:
                        a.grid)
 
 
-def atp_loss(schedule: NoiseSchedule, spec: AnomalySpec) -> LossFn:
+def atp_loss(schedule: NoiseSchedule, spec: AnomalySpec,
+             to_latent: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LossFn:
     """GLAD Eq. 10: ||eps_theta(x_t, t) - (x_t - sqrt(ab_t) x) / sqrt(1 - ab_t)||^2 with x_t made from the image
     with a synthetic defect and x the normal image. For a sample without a defect the target is eps itself (DDPM's
-    L_simple). The defects are drawn from a seed taken from the step's generator: an exact resume repeats them."""
+    L_simple). The defects are drawn from a seed taken from the step's generator: an exact resume repeats them.
+    Batches are images in model space; `to_latent` (latent GLAD) encodes the normal and the defective image, and
+    the same identity holds between their latents."""
 
     def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
         seed = int(torch.randint(2**62, (1,), generator=g))
         anomalous, _, _ = synthesize_batch(to_image(x0).float().cpu(), seed, spec)
         x_syn = to_model(anomalous.to(device=x0.device, dtype=x0.dtype))
+        if to_latent is not None:
+            with torch.no_grad():
+                x0, x_syn = to_latent(torch.cat([x0, x_syn])).chunk(2)
         t = torch.randint(schedule.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
         noise = torch.randn(x0.shape, generator=gd, device=x0.device)
         x_t = schedule.q_sample(x_syn, t, noise)
@@ -73,9 +83,13 @@ class GLAD(Detector):
     inference_options = ("ads", "tau", "tau_quantile", "t_min", "ads_layer", "ads_topk", "saff", "saff_floor",
                          "reverse", "foreground")
 
-    def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration: Calibration | None = None):
+    def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration: Calibration | None = None,
+                 vae: nn.Module | None = None):
         super().__init__(cfg, extractor, calibration)
         self.unet = unet.eval()
+        self.vae = None if vae is None else vae.eval().requires_grad_(False)  # latent space only
+        self.scale = 1.0  # latent scaling factor, measured in fit()
+        self.ae_result: TrainResult | None = None
         self._tau: float | None = None  # measured by calibrate() (else read from the calibration)
 
     @classmethod
@@ -94,17 +108,61 @@ class GLAD(Detector):
             raise ValueError(f"glad.tau_quantile must be in (0, 1], got {g.tau_quantile}")
         if g.atp:
             anomaly_spec(cfg)  # validates the anomaly options now, not at the first training step
-        return cls(cfg, build_unet(cfg.model.preset, cfg.data.image_size), _extractor(cfg))
+        if g.space == "pixel":
+            return cls(cfg, build_unet(cfg.model.preset, cfg.data.image_size), _extractor(cfg))
+        if g.space != "latent":
+            raise ValueError(f"glad.space must be pixel or latent, got {g.space!r}")
+        vae = build_autoencoder(g.autoencoder, None if meta is None else meta.get("autoencoder_config"))
+        f = downsampling(vae)
+        if cfg.data.image_size % f:
+            raise ValueError(f"data.image_size {cfg.data.image_size} must be divisible by the autoencoder's "
+                             f"downsampling {f}")
+        unet = build_unet(cfg.model.preset, cfg.data.image_size // f, vae.config.latent_channels)
+        return cls(cfg, unet, _extractor(cfg), vae=vae)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet}
+        return {"unet": self.unet} | ({} if self.vae is None else {"autoencoder": self.vae})
+
+    def describe(self) -> dict:
+        if self.vae is None:
+            return {}
+        return {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
+                "autoencoder_train_steps": self.ae_result.steps if self.ae_result else None}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {} if self.vae is None else {"latent_scale": torch.tensor([self.scale], dtype=torch.float64)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.vae is None:
+            return super().load_state(tensors)
+        if "latent_scale" not in tensors:
+            raise ModelFileError("a latent GLAD model needs state.safetensors with latent_scale; re-train it")
+        self.scale = float(tensors["latent_scale"][0])
+
+    # ---- the diffusion space: images in [-1, 1], or their scaled latents ---------------------------------------
+    def _to_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.vae is None else encode(self.vae, x, self.scale)
+
+    def _to_images(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from the diffusion space."""
+        return to_image(z if self.vae is None else decode(self.vae, z, self.scale))
 
     def fit(self, images: torch.Tensor, run_dir: str | Path, resume: bool = False, progress: bool = False) -> TrainResult:
         meta = {"method": self.name, "config": to_dict(self.cfg), "schedule": to_dict(self.cfg.schedule),
                 "normalisation": "images in [0,1] -> model space [-1,1]"}
-        objective = atp_loss(self.schedule, anomaly_spec(self.cfg)) if self.cfg.glad.atp else eps_loss(self.schedule)
-        result, ema = train_model(self.unet, to_model(images), objective, self.cfg.train,
-                                  Path(run_dir) / "checkpoints", resume, meta, progress)
+        g, ckpts, x = self.cfg.glad, Path(run_dir) / "checkpoints", to_model(images)
+        if self.vae is not None:  # latent space: the autoencoder first (a resumable stage of its own)
+            self.ae_result, self.scale, raw = fit_autoencoder(self.vae, x, g.autoencoder, ckpts / "autoencoder",
+                                                              resume, meta, progress, self.cfg.sampling.batch_size)
+            log.info("latents %s, scale %.4f", tuple(raw.shape[1:]), self.scale)
+            ckpts = ckpts / "unet"
+        if g.atp:  # batches of images; the latent objective encodes each normal/defective pair
+            to_latent = None if self.vae is None else (lambda b: encode(self.vae, b, self.scale))
+            data, objective = x, atp_loss(self.schedule, anomaly_spec(self.cfg), to_latent)
+        else:
+            data, objective = (x if self.vae is None else raw * self.scale), eps_loss(self.schedule)
+        result, ema = train_model(self.unet, data, objective, self.cfg.train, ckpts, resume, meta, progress,
+                                  desc="train" if self.vae is None else "unet")
         if ema is not None:
             self.unet.load_state_dict(ema)
         self.unet.eval()
@@ -145,9 +203,10 @@ class GLAD(Detector):
         """ADS step score (mean of the top-k patch distances, input-derived patches against the trajectory's) and
         the distance map at image size, for SAFF."""
         g, j = self.cfg.glad, self.cfg.glad.ads_layer
-        f_in = self.extractor(to_image(x0_input), (j,))[j]
-        f_tr = self.extractor(to_image(x0_traj), (j,))[j]
+        f_in = self.extractor(self._to_images(x0_input), (j,))[j]
+        f_tr = self.extractor(self._to_images(x0_traj), (j,))[j]
         d = patch_nn_distance(f_in, f_tr)
+        # the map at the diffusion tensor's size (image or latent grid): SAFF fuses there
         up = F.interpolate(d, size=tuple(x0_input.shape[-2:]), mode="bilinear", align_corners=False)
         return topk_mean(d, g.ads_topk), up
 
@@ -155,6 +214,7 @@ class GLAD(Detector):
     def _reconstruct(self, images: torch.Tensor, tau: float | None = None) -> AdaptiveReconstruction:
         s, g = self.cfg.sampling, self.cfg.glad
         x = to_model(images.to(self.device))
+        z = self._to_space(x)
         tau = self.tau if tau is None else tau
         start = FixedStart(s.start_level).levels(x)
 
@@ -162,12 +222,16 @@ class GLAD(Detector):
             return self.unet(x_t, t).sample
 
         mask = (lambda d: saff_mask(d, tau, g.saff_floor)) if g.saff else None
-        return adaptive_reconstruct(eps, self.schedule, x, start, s.steps, self._compare, tau,
-                                    g.t_min if g.ads else -1, mask, image_seeds(x, s.seed), s.eta)
+        # noise seeded by the image (not its latent), clamped to [-1, 1] in pixel space only
+        return adaptive_reconstruct(eps, self.schedule, z, start, s.steps, self._compare, tau,
+                                    g.t_min if g.ads else -1, mask, image_seeds(x, s.seed), s.eta,
+                                    clip=1.0 if self.vae is None else None)
 
     def reconstruct(self, images: torch.Tensor, target: torch.Tensor | None = None, w: float | None = None) -> torch.Tensor:
         """GLAD has no conditioning: `target` and `w` are not used (see adapt_pair)."""
-        return to_image(self._reconstruct(images).x0)
+        rec = self._reconstruct(images)
+        with torch.inference_mode():
+            return self._to_images(rec.x0)
 
     def adapt_pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """GLAD's feature fine-tuning (supplement S1) compares a nominal image with its own reconstruction."""
@@ -176,10 +240,12 @@ class GLAD(Detector):
     def terms(self, y: torch.Tensor) -> Terms:
         g = self.cfg.glad
         rec = self._reconstruct(y)
-        x0 = to_image(rec.x0)
         with torch.inference_mode():
+            x0 = self._to_images(rec.x0)
+            # latent space: the reference is the autoencoder's own copy of the input, so its blur cancels (as D3AD)
+            ref = y if self.vae is None else self._to_images(self._to_space(to_model(y.to(self.device))))
             layers = self.cfg.features.layers
-            d = patch_nn_map(self.extractor(y, layers), self.extractor(x0, layers), tuple(y.shape[-2:]), g.reverse)
+            d = patch_nn_map(self.extractor(ref, layers), self.extractor(x0, layers), tuple(y.shape[-2:]), g.reverse)
             if g.foreground == "otsu":
                 fg = [otsu_foreground(img.permute(1, 2, 0).cpu().numpy().astype(np.float64)) for img in y]
                 d = d * torch.from_numpy(np.stack(fg)).to(d)[:, None]
