@@ -97,3 +97,18 @@ def test_bad_specs_fail_clearly():
         AnomalySpec(source="/no/such/texture/folder")
     with pytest.raises(ValueError, match="foreground"):
         AnomalySpec(foreground="magic")
+
+
+def test_anomaly_sheet_shows_each_sample_with_its_mask_and_outline():
+    from ddad.report import anomaly_sheet
+
+    x = torch.rand(3, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    anomalous, masks, _ = synthesize_batch(x, 5, AnomalySpec(), force=True)
+    sheet = anomaly_sheet(x, anomalous, masks)
+    assert sheet.shape == (3 * 24 + 2 * 2, 4 * 20 + 3 * 2, 3) and sheet.dtype == np.uint8
+    for i in range(3):
+        row = sheet[i * 26 : i * 26 + 24]
+        shown_mask = row[:, 2 * 22 : 2 * 22 + 20, 0] > 127
+        assert np.array_equal(shown_mask, masks[i, 0].numpy() > 0.5)
+        red = (row[:, 3 * 22 : 3 * 22 + 20] == (255, 0, 0)).all(axis=-1)
+        assert red.any() and not (red & ~shown_mask).any()  # the outline lies on the mask

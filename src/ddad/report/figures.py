@@ -8,7 +8,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["to_uint8", "heatmap_rgb", "overlay", "panel", "labelled_panel", "colour_bar", "save_png"]
+__all__ = ["to_uint8", "heatmap_rgb", "overlay", "panel", "labelled_panel", "colour_bar", "anomaly_sheet", "save_png"]
 
 
 def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -79,6 +79,21 @@ def labelled_panel(tiles: list[np.ndarray], labels: list[str], title: str, vmax:
     canvas.paste(Image.fromarray(colour_bar(vmax, bar_w, bar_h)), (4, y))
     draw.text((4 + bar_w + 4, y - 1), f"0 .. {vmax:.3g} (heatmap scale)", fill="black", font=font)
     return np.asarray(canvas)
+
+
+def anomaly_sheet(normal: torch.Tensor, anomalous: torch.Tensor, masks: torch.Tensor, scale: int = 1) -> np.ndarray:
+    """One row per sample: the nominal image, the same image with its synthetic defect, the defect mask (white) and
+    the mask's outline drawn on the defective image in red. normal, anomalous (N, 3, H, W) in [0, 1]; masks
+    (N, 1, H, W) in {0, 1}."""
+    rows = []
+    for x, a, m in zip(normal, anomalous, masks):
+        mk = m[0].cpu().numpy() > 0.5
+        edge = mk & ~(np.roll(mk, 1, 0) & np.roll(mk, -1, 0) & np.roll(mk, 1, 1) & np.roll(mk, -1, 1))
+        outlined = to_uint8(a).copy()
+        outlined[edge] = (255, 0, 0)
+        rows.append(panel([to_uint8(x), to_uint8(a), to_uint8(m.float().expand(3, -1, -1)), outlined], scale))
+    gap = np.full((2 * scale, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0)
 
 
 def save_png(arr: np.ndarray, path: str | Path) -> Path:
