@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, config=True, device=True):
         if config:
             sp.add_argument("--config", help="YAML config (see configs/)")
-            sp.add_argument("--method", help="method: ddad (default), d3ad, glad (see `ddad info`); same as --set method=NAME")
+            sp.add_argument("--method", help="method: ddad (default), d3ad, glad, ran (see `ddad info`); same as --set method=NAME")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set sampling.w=4")
         if device:
             sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", help="dataset layout (default: the config's)")
     s.add_argument("--category", help="category inside the dataset folder")
     s.add_argument("--methods", default="ddad,patchcore",
-                   help="comma list of methods (ddad, d3ad, glad; see `ddad info`) and baselines (patchcore)")
+                   help="comma list of methods (ddad, d3ad, glad, ran; see `ddad info`) and baselines (patchcore)")
     s.add_argument("--steps", "--ddad-steps", dest="ddad_steps", default=None,
                    help="denoising-step variants to evaluate for every diffusion method, comma list (default: "
                         "10,5 for ddad, the config's sampling.steps for the others)")

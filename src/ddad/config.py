@@ -16,7 +16,7 @@ import yaml
 
 __all__ = [
     "DataConfig", "ModelConfig", "ScheduleConfig", "TrainConfig", "SamplingConfig", "FeatureConfig",
-    "ScoringConfig", "AdaptConfig", "AutoencoderConfig", "D3ADConfig", "AnomalyConfig", "GLADConfig", "DDADConfig", "ConfigError", "METHOD_SECTIONS",
+    "ScoringConfig", "AdaptConfig", "AutoencoderConfig", "D3ADConfig", "AnomalyConfig", "GLADConfig", "RANConfig", "DDADConfig", "ConfigError", "METHOD_SECTIONS",
     "load_config", "from_dict", "to_dict", "apply_overrides", "save_config",
 ]
 
@@ -180,9 +180,30 @@ class GLADConfig:
     foreground: str = "none"  # none | otsu: zero the map outside the object's Otsu foreground
 
 
+@dataclass(frozen=True)
+class RANConfig:
+    """RAN, removing anomalies as noises (papers/removing-anomalies-as-noises-kl.md; SPEC 4)."""
+
+    vlb_weight: float = 0.001  # lambda of the hybrid loss L_simple + lambda L_vlb (improved DDPM: 0.001)
+    feature_weight: float = 1.0  # weight of the feature-reconstruction head's MSE in training
+    feature_grid: int = 32  # the head regresses the backbone's layers 1-3, resized to this grid (paper: 64 at 256 px)
+    head_channels: int = 64  # hidden width of the feature head (conv 3x3 -> GroupNorm -> SiLU -> conv 1x1)
+    rotation: float = 5.0  # random rotation +-degrees in training (paper: 5; the official code's never took effect)
+    # ---- inference (changeable on a trained model) ----
+    respacing: int = 250  # score timesteps are steps of this respacing of the training process (paper: 250)
+    timesteps: tuple[int, ...] = (5, 50, 100)  # respaced steps (paper); of 1000 training steps: 20, 201, 401
+    alpha: float = 0.5  # A = alpha KL + (1 - alpha) feature (paper: 0.5 for all categories)
+    gradient_denoising: bool = True  # the reconstruction shown is the paper's Algorithm 1 (else the one-step x0)
+    gd_steps: int = 50  # gradient iterations
+    gd_lr: float = 0.02  # s (paper: 0.02); the weight decay is sqrt(1 - s^2)
+    gd_denoise_every: int = 5  # N_d (paper: 5)
+    gd_score_weight: float = 0.0  # weight of |gradient-denoised - input| (feature cosine) in the map; 0 = display only
+    padim_channels: int = 64  # random channel subset of the PaDiM Gaussian (PaDiM: 100 of 448 for ResNet18)
+
+
 # Method name -> the config section holding its own options (None: only shared sections). The classes live in
 # ddad.methods.METHODS; a test keeps the two tables in step.
-METHOD_SECTIONS: dict[str, str | None] = {"ddad": None, "d3ad": "d3ad", "glad": "glad"}
+METHOD_SECTIONS: dict[str, str | None] = {"ddad": None, "d3ad": "d3ad", "glad": "glad", "ran": "ran"}
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,7 @@ class DDADConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     d3ad: D3ADConfig = field(default_factory=D3ADConfig)
     glad: GLADConfig = field(default_factory=GLADConfig)
+    ran: RANConfig = field(default_factory=RANConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_SECTIONS:

@@ -126,3 +126,29 @@ def test_glad_goes_through_the_same_cli_report_and_service(tiny_object, tmp_path
         r = client.post("/predict", files={"file": ("x.png", good[0].read_bytes(), "image/png")})
         assert r.status_code == 200, r.text
         assert r.json()["info"]["adaptive_step"] in plan
+
+
+RAN = ["--set", "scoring.image_score=topk_mean", "--set", "scoring.topk=8", "--set", "adapt.epochs=0",
+       "--set", "ran.feature_grid=8", "--set", "ran.gd_steps=2", "--set", "ran.gd_denoise_every=2",
+       "--set", "ran.padim_channels=16"]
+
+
+def test_ran_goes_through_the_same_cli_and_service(tiny_object, tmp_path):
+    out = tmp_path / "ran"
+    assert main(["train", "--method", "ran", "--set", f"data.root={tiny_object}", *TINY, *RAN, "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["method"] == "ran"
+    assert (out / "state.safetensors").is_file()  # the PaDiM Gaussian for gradient denoising
+    assert main(["evaluate", "--model", str(out), "--out", str(tmp_path / "eval")]) == 0
+    assert 0 <= json.loads((tmp_path / "eval" / "metrics.json").read_text())["image_auroc"] <= 1
+    good = sorted((tiny_object / "test" / "good").glob("*.png"))[:2]
+    assert main(["predict", "--model", str(out), *map(str, good), "--out", str(tmp_path / "pred")]) == 0
+    assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 2
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from ddad.serve import create_app
+
+    with TestClient(create_app(Detector.load(out))) as client:
+        r = client.post("/predict", files={"file": ("x.png", good[0].read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["decision"] in ("PASS", "FAIL")

@@ -42,9 +42,10 @@ PRESETS: dict[str, UNetPreset] = {
 }
 
 
-def build_unet(preset: str, image_size: int, channels: int = 3) -> UNet2DModel:
+def build_unet(preset: str, image_size: int, channels: int = 3, out_channels: int | None = None) -> UNet2DModel:
     """A fresh eps-prediction UNet for (channels, image_size, image_size) inputs (3 for images, the latent channels
-    for latent diffusion). image_size must be divisible by 2**(levels-1)."""
+    for latent diffusion). image_size must be divisible by 2**(levels-1). out_channels defaults to `channels`
+    (2 * channels for a learned variance, improved DDPM)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
@@ -54,7 +55,7 @@ def build_unet(preset: str, image_size: int, channels: int = 3) -> UNet2DModel:
     return UNet2DModel(
         sample_size=image_size,
         in_channels=channels,
-        out_channels=channels,
+        out_channels=channels if out_channels is None else out_channels,
         layers_per_block=p.layers_per_block,
         block_out_channels=p.channels,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in p.attention),

@@ -8,7 +8,8 @@ from .base import Calibration, Detector, Prediction, Terms
 from .d3ad import D3AD
 from .ddad import DDAD
 from .glad import GLAD
+from .ran import RAN
 
-METHODS: dict[str, type[Detector]] = {"ddad": DDAD, "d3ad": D3AD, "glad": GLAD}
+METHODS: dict[str, type[Detector]] = {"ddad": DDAD, "d3ad": D3AD, "glad": GLAD, "ran": RAN}
 
-__all__ = ["METHODS", "Calibration", "Detector", "Prediction", "Terms", "DDAD", "D3AD", "GLAD"]
+__all__ = ["METHODS", "Calibration", "Detector", "Prediction", "Terms", "DDAD", "D3AD", "GLAD", "RAN"]
