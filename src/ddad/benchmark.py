@@ -63,10 +63,13 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
         train_s = time.perf_counter() - t0
         (model_dir / "benchmark_train.json").write_text(json.dumps({"seconds": train_s, "train_seconds": t_train}))
     rows = {}
-    for n in steps or (cfg.sampling.steps,):
-        det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
-        label = f"{cfg.method.upper()}-{n}"
-        res = run_evaluate(det, test, model_dir / f"eval-{cfg.method}{n}", name=label)
+    # a method whose inference has no denoising-step count (RAN scores at fixed timesteps) gets one row
+    variants = (steps or (cfg.sampling.steps,)) if type(det).uses_sampling_steps else (None,)
+    for n in variants:
+        if n is not None:
+            det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
+        label = cfg.method.upper() if n is None else f"{cfg.method.upper()}-{n}"
+        res = run_evaluate(det, test, model_dir / f"eval-{cfg.method}{'' if n is None else n}", name=label)
         rows[f"{label} ({cfg.model.preset}, {cfg.data.image_size}px)"] = res.metrics.with_extra(
             **{"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
     return rows

@@ -99,6 +99,7 @@ class Detector:
     # keys of the method's own config section that only change inference (a trained model takes new values and is
     # re-calibrated, e.g. by `ddad benchmark --reuse`); the others fix the training
     inference_options: ClassVar[tuple[str, ...]] = ()
+    uses_sampling_steps: ClassVar[bool] = True  # False: sampling.steps plays no part (`ddad benchmark --steps` skips it)
 
     def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):
         self.cfg = cfg

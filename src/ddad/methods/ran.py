@@ -134,6 +134,7 @@ class RAN(Detector):
     name = "ran"
     summary = ("RAN: learned-variance UNet + feature head, per-pixel KL scores at three noise scales, "
                "feature-reconstruction map, gradient-denoising reconstruction")
+    uses_sampling_steps = False  # scores at fixed respaced timesteps; no denoising loop
     inference_options = ("respacing", "timesteps", "alpha", "gradient_denoising", "gd_steps", "gd_lr",
                          "gd_denoise_every", "gd_score_weight")
 
