@@ -108,7 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     det = run_train(cfg, args.out, resume=args.resume, device=args.device)
-    print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
+    if det.calibration is not None:  # rank 0 of a torchrun job, or a single process
+        print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
     return 0
 
 

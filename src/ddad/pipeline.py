@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .config import METHOD_SECTIONS, DDADConfig, apply_overrides, save_config, to_dict
 from .data import AnomalyDataset, ImageReadError, load_dataset, read_image, seeded_split
 from .data.sample import list_images
@@ -47,16 +48,24 @@ def nominal_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True,
               device: str = "cpu") -> Detector:
+    """Train, calibrate, save. Under torchrun every process trains its shard of each global batch
+    (ddad.distributed); rank 0 alone calibrates and writes the model (the others return uncalibrated)."""
+    w = distributed.init(device)
+    if w.size > 1 and str(device).startswith("cuda"):
+        device = f"cuda:{w.local_rank}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if w.main:
+        save_config(cfg, out / "config.yaml")
     train, val = nominal_split(cfg)
-    log.info("training on %d nominal images, calibrating on %d", len(train), len(val))
+    log.info("training on %d nominal images, calibrating on %d%s", len(train), len(val),
+             f" ({w.size} processes, this is rank {w.rank})" if w.size > 1 else "")
     det = Detector.create(cfg, device)
     result = det.fit(train, out, resume=resume, progress=progress)
     log.info("trained %d steps in %.0f s (%.1f img/s)", result.steps, result.seconds, result.images_per_second)
-    det.calibrate(val)
-    det.save(out)
+    if w.main:
+        det.calibrate(val)
+        det.save(out)
     return det
 
 

@@ -180,9 +180,11 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
 
 
 def synthesize_batch(images: torch.Tensor, seed: int, spec: AnomalySpec = AnomalySpec(),
-                     force: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     force: bool | None = None, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anomalous images (B, 3, H, W), masks (B, 1, H, W), flags (B,)) for images (B, 3, H, W) in [0, 1]; sample i
-    is drawn from Generator(seed, i), so it does not depend on the rest of the batch."""
-    samples = [synthesize(images[i], np.random.default_rng([seed, i]), spec, force=force) for i in range(len(images))]
+    is drawn from Generator(seed, offset + i), so it does not depend on the rest of the batch (`offset`: where this
+    batch starts in a larger one)."""
+    samples = [synthesize(images[i], np.random.default_rng([seed, offset + i]), spec, force=force)
+               for i in range(len(images))]
     return (torch.stack([s.image for s in samples]), torch.stack([s.mask for s in samples]),
             torch.tensor([s.anomalous for s in samples]))

@@ -79,9 +79,14 @@ def autoencoder_loss(kl_weight: float):
     mean over the batch), as the Stable Diffusion autoencoder without its perceptual and GAN terms (their
     weights cannot be downloaded here)."""
 
-    def loss(vae: AutoencoderKL, x: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+    def loss(vae: AutoencoderKL, x: torch.Tensor, g: torch.Generator, gd: torch.Generator,
+             part: slice = slice(None)) -> torch.Tensor:
+        f = 2 ** (len(vae.config.block_out_channels) - 1)
+        shape = (x.shape[0], vae.config.latent_channels, x.shape[2] // f, x.shape[3] // f)
+        noise = torch.randn(shape, generator=gd, device=x.device)[part]  # drawn for the global batch
+        x = x[part]
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gd, device=x.device)
+        z = post.mean + post.std * noise
         rec = vae.decode(z).sample
         return F.l1_loss(rec.float(), x) + kl_weight * post.kl().mean()
 

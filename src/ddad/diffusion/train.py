@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..checkpoint import load_json, load_tensors, save_json, save_tensors
 from ..config import TrainConfig
 from .schedule import NoiseSchedule
@@ -80,21 +81,38 @@ def _load(ckpt: Path, model, opt, fingerprint: str) -> tuple[int, dict[str, torc
     return int(info["step"]), ema
 
 
-# A method's training objective: (model, clean batch x0 (B, C, H, W), CPU generator, generator on the model's
-# device) -> scalar loss. Everything random is drawn from the two generators (seeded by (seed, step)).
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator, torch.Generator], torch.Tensor]
+# A method's training objective: (model, clean GLOBAL batch x0 (B, C, H, W), CPU generator, generator on the
+# model's device, this process's part of the batch) -> scalar loss over that part. Everything random is drawn from
+# the two generators (seeded by (seed, step)) for the whole global batch, then cut to `part`: N data-parallel
+# processes (ddad.distributed) see exactly the samples, timesteps and noise one process would.
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator, torch.Generator, slice], torch.Tensor]
 
 
 def eps_loss(schedule: NoiseSchedule) -> LossFn:
     """DDPM's L_simple: ||eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t)||^2, t ~ U{0..T-1}."""
 
-    def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+    def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator,
+             part: slice = slice(None)) -> torch.Tensor:
         t = torch.randint(schedule.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
         noise = torch.randn(x0.shape, generator=gd, device=x0.device)
+        x0, t, noise = x0[part], t[part], noise[part]
         pred = model(schedule.q_sample(x0, t, noise), t).sample
         return F.mse_loss(pred.float(), noise)
 
     return loss
+
+
+class _Objective(torch.nn.Module):
+    """model + objective as one module: what DistributedDataParallel wraps, so gradients are averaged across
+    processes whatever the objective calls (a UNet's forward, an autoencoder's encode/decode)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator, part: slice) -> torch.Tensor:
+        return self.loss_fn(self.model, x0, g, gd, part)
 
 
 def train_diffusion(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor, cfg: TrainConfig,
@@ -135,9 +153,17 @@ def train_model(
     amp = cfg.mixed_precision and device.type == "cuda"
     images = images.to(device)  # the nominal set is small: keep it where the model is
     ema_pairs = None if ema is None else [(ema[k], v) for k, v in model.state_dict().items()]
+    w = distributed.world()
+    part = distributed.shard(cfg.batch_size, w)
+    objective: torch.nn.Module = _Objective(model, loss_fn)
+    if w.size > 1:  # gradients averaged over the processes; parameters start equal (seeded) and are broadcast
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
     start_step, t0, loss_val = step, time.perf_counter(), float("nan")
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", disable=not (progress and w.main),
+               dynamic_ncols=True)
     while step < cfg.steps:
         # 1. batch and all noise from a (seed, step) generator: exact resume
         #    (noise drawn on the model's device: the same (seed, step) gives the same batch there, on CPU as before)
@@ -147,7 +173,7 @@ def train_model(
         x0 = images[idx.to(device)]
         # 2. the method's objective
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(model, x0, g, gd)
+            loss = objective(x0, g, gd, part)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -162,11 +188,13 @@ def train_model(
         bar.update(1)
         last = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if step % 25 == 0 or last:  # reading the loss waits for the GPU: not every step
-            loss_val = loss.item()
+            loss_val = float(distributed.mean_across(loss.detach()))  # the global batch's loss on every rank
             elapsed = time.perf_counter() - t0
             bar.set_postfix(loss=f"{loss_val:.4f}", img_s=f"{(step - start_step) * cfg.batch_size / elapsed:.1f}")
         if last:
-            _save(ckpt, model, ema, opt, step, loss_val, fingerprint, meta or {})
+            if w.main:  # one writer; the others wait so no rank runs ahead of a checkpoint
+                _save(ckpt, model, ema, opt, step, loss_val, fingerprint, meta or {})
+            distributed.barrier()
     bar.close()
     model.eval()
     seconds = time.perf_counter() - t0

@@ -60,15 +60,20 @@ def atp_loss(schedule: NoiseSchedule, spec: AnomalySpec,
     Batches are images in model space; `to_latent` (latent GLAD) encodes the normal and the defective image, and
     the same identity holds between their latents."""
 
-    def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+    def loss(model: torch.nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator,
+             part: slice = slice(None)) -> torch.Tensor:
         seed = int(torch.randint(2**62, (1,), generator=g))
-        anomalous, _, _ = synthesize_batch(to_image(x0).float().cpu(), seed, spec)
+        n = x0.shape[0]
+        idx = torch.arange(n)[part]  # the defects of this part of the global batch (sample i from (seed, i))
+        anomalous = torch.stack([synthesize_batch(to_image(x0[i : i + 1]).float().cpu(), seed, spec,
+                                                  offset=int(i))[0][0] for i in idx])
+        x0 = x0[part]
         x_syn = to_model(anomalous.to(device=x0.device, dtype=x0.dtype))
         if to_latent is not None:
             with torch.no_grad():
                 x0, x_syn = to_latent(torch.cat([x0, x_syn])).chunk(2)
-        t = torch.randint(schedule.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
-        noise = torch.randn(x0.shape, generator=gd, device=x0.device)
+        t = torch.randint(schedule.num_train_timesteps, (n,), generator=g).to(x0.device)[part]
+        noise = torch.randn((n, *x0.shape[1:]), generator=gd, device=x0.device)[part]
         x_t = schedule.q_sample(x_syn, t, noise)
         target = eps_for_x0(x_t, x0, schedule.alpha_bar(t))
         return F.mse_loss(model(x_t, t).sample.float(), target.float())

@@ -82,12 +82,15 @@ def ran_loss(schedule: NoiseSchedule, target: callable, cfg: RANConfig) -> LossF
     only the variance), + the head's MSE to the standardised features of the clean (rotated) image."""
     process = respace(schedule, schedule.num_train_timesteps)
 
-    def loss(net: nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator) -> torch.Tensor:
+    def loss(net: nn.Module, x0: torch.Tensor, g: torch.Generator, gd: torch.Generator,
+             part: slice = slice(None)) -> torch.Tensor:
         b, c = x0.shape[:2]
+        angles = (torch.rand(b, generator=g) * 2 - 1) * cfg.rotation  # all draws for the global batch, then cut
+        t = torch.randint(schedule.num_train_timesteps, (b,), generator=g).to(x0.device)[part]
+        noise = torch.randn(x0.shape, generator=gd, device=x0.device)[part]
+        x0 = x0[part]
         if cfg.rotation > 0:
-            x0 = rotate(x0, (torch.rand(b, generator=g) * 2 - 1) * cfg.rotation)
-        t = torch.randint(schedule.num_train_timesteps, (b,), generator=g).to(x0.device)
-        noise = torch.randn(x0.shape, generator=gd, device=x0.device)
+            x0 = rotate(x0, angles[part])
         x_t = schedule.q_sample(x0, t, noise)
         out, feats = net(x_t, t)
         eps, v = out[:, :c].float(), out[:, c:].float()
