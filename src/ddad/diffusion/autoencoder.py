@@ -17,7 +17,7 @@ from ..config import AutoencoderConfig
 from ..features.extractor import in_inference_slices
 
 __all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
-           "latent_scale", "downsampling", "fit_autoencoder"]
+           "latent_scale", "downsampling", "fit_autoencoder", "build_latent_pair"]
 
 
 def build_autoencoder(cfg: AutoencoderConfig, saved_config: dict | None = None) -> AutoencoderKL:
@@ -51,6 +51,18 @@ def load_pretrained_autoencoder(path: str | Path) -> AutoencoderKL:
         raise FileNotFoundError(f"{p} lacks {', '.join(missing)}; expected {expected} (pickled .bin weights are "
                                 "not loaded: convert them to safetensors)")
     return AutoencoderKL.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
+
+
+def build_latent_pair(cfg: AutoencoderConfig, preset: str, image_size: int, meta: dict | None = None):
+    """(autoencoder, eps-UNet on its latents) for a latent method (D3AD; GLAD with space: latent); `meta` is a saved
+    model's model.json, whose autoencoder_config rebuilds the saved architecture."""
+    from .unet import build_unet
+
+    vae = build_autoencoder(cfg, None if meta is None else meta.get("autoencoder_config"))
+    f = downsampling(vae)
+    if image_size % f:
+        raise ValueError(f"data.image_size {image_size} must be divisible by the autoencoder's downsampling {f}")
+    return vae, build_unet(preset, image_size // f, vae.config.latent_channels)
 
 
 def downsampling(vae: AutoencoderKL) -> int:

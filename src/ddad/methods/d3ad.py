@@ -23,8 +23,7 @@ from torch import nn
 
 from ..checkpoint import ModelFileError
 from ..config import DDADConfig, to_dict
-from ..diffusion import build_unet
-from ..diffusion.autoencoder import build_autoencoder, decode, downsampling, encode, fit_autoencoder
+from ..diffusion.autoencoder import build_latent_pair, decode, encode, fit_autoencoder
 from ..diffusion.train import TrainResult, eps_loss, train_model
 from ..features.extractor import build_extractor
 from ..sampling import FixedStart, KNNBinStart, image_seeds, reconstruct
@@ -59,12 +58,7 @@ class D3AD(Detector):
             raise ValueError("sampling.official_offbyone mimics the official DDAD code; D3AD does not use it")
         if c.feature_reference not in ("decoded", "input"):
             raise ValueError(f"d3ad.feature_reference must be decoded or input, got {c.feature_reference!r}")
-        vae = build_autoencoder(c.autoencoder, None if meta is None else meta.get("autoencoder_config"))
-        f = downsampling(vae)
-        if cfg.data.image_size % f:
-            raise ValueError(f"data.image_size {cfg.data.image_size} must be divisible by the autoencoder's "
-                             f"downsampling {f}")
-        unet = build_unet(cfg.model.preset, cfg.data.image_size // f, vae.config.latent_channels)
+        vae, unet = build_latent_pair(c.autoencoder, cfg.model.preset, cfg.data.image_size, meta)
         # a saved model's kNN bank keeps the input size it was fitted at, whatever the config says now
         start_size = (meta or {}).get("start_input_size", c.start_input_size)
         return cls(cfg, vae, unet, _extractor(cfg), start_input_size=start_size)

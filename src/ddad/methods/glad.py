@@ -34,7 +34,7 @@ from ..config import DDADConfig, to_dict
 from ..data.anomalies import AnomalySpec, otsu_foreground, synthesize_batch
 from ..checkpoint import ModelFileError
 from ..diffusion import build_unet
-from ..diffusion.autoencoder import build_autoencoder, decode, downsampling, encode, fit_autoencoder
+from ..diffusion.autoencoder import build_latent_pair, decode, encode, fit_autoencoder
 from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.train import LossFn, TrainResult, eps_loss, train_model
 from ..sampling import AdaptiveReconstruction, FixedStart, adaptive_reconstruct, eps_for_x0, image_seeds, saff_mask
@@ -117,12 +117,7 @@ class GLAD(Detector):
             return cls(cfg, build_unet(cfg.model.preset, cfg.data.image_size), _extractor(cfg))
         if g.space != "latent":
             raise ValueError(f"glad.space must be pixel or latent, got {g.space!r}")
-        vae = build_autoencoder(g.autoencoder, None if meta is None else meta.get("autoencoder_config"))
-        f = downsampling(vae)
-        if cfg.data.image_size % f:
-            raise ValueError(f"data.image_size {cfg.data.image_size} must be divisible by the autoencoder's "
-                             f"downsampling {f}")
-        unet = build_unet(cfg.model.preset, cfg.data.image_size // f, vae.config.latent_channels)
+        vae, unet = build_latent_pair(g.autoencoder, cfg.model.preset, cfg.data.image_size, meta)
         return cls(cfg, unet, _extractor(cfg), vae=vae)
 
     def networks(self) -> dict[str, nn.Module]:
