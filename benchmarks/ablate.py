@@ -2,12 +2,13 @@
 
     python benchmarks/ablate.py runs/bottle-cpu/ddad ../shared/data/mvtec_bottle_256/bottle \
         sampling.w=0 scoring.v=2 sampling.start_level=150 adapt.epochs=0 adapt.epochs=4 features.input_size=null
-Each argument is one variant (comma-separate several overrides: "sampling.w=0,scoring.v=2"). The UNet is never
+Each argument is one variant (comma-separate several overrides: "sampling.w=0,scoring.v=2"); --no-baseline skips
+the "(as trained)" row (when the benchmark already measured it). The UNet is never
 retrained; each variant works on a copy of the model, re-adapts the feature extractor from its ImageNet weights
 where features/adapt change, and re-calibrates on the held-out nominal images (`ddad.pipeline.reuse_trained`).
 """
+import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from ddad.metrics import format_table
 from ddad.pipeline import reuse_trained
 
 
-def main(model_dir: str, data: str, variants: list[str]) -> None:
+def main(model_dir: str, data: str, variants: list[str], baseline: bool = True) -> None:
     base = apply_overrides(Detector.load(model_dir).cfg, [f"data.root={data}"])
     d = base.data
     test = load_dataset(d.layout, data, "test", d.category, d.image_size, d.seed)
     rows = {}
-    for v in ["(as trained)", *variants]:
+    for v in ["(as trained)"] * baseline + variants:
         cfg = base if v == "(as trained)" else apply_overrides(base, v.split(","))
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / "model"
@@ -36,4 +37,10 @@ def main(model_dir: str, data: str, variants: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    ap = argparse.ArgumentParser(description="ablations on a trained model (reads test labels: analysis only)")
+    ap.add_argument("model_dir")
+    ap.add_argument("data")
+    ap.add_argument("variants", nargs="*", help='overrides per variant, comma-separated: "sampling.w=0,scoring.v=2"')
+    ap.add_argument("--no-baseline", action="store_true", help="skip the (as trained) row")
+    a = ap.parse_args()
+    main(a.model_dir, a.data, a.variants, baseline=not a.no_baseline)

@@ -138,20 +138,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from . import distributed
     from .detector import Detector
     from .pipeline import input_files, run_predict
 
+    w = distributed.init(args.device)  # under torchrun: every process scores its share of the files
+    device = f"cuda:{w.local_rank}" if w.size > 1 and str(args.device).startswith("cuda") else args.device
     files = input_files(args.inputs)
-    det = Detector.load(args.model, args.device)
+    det = Detector.load(args.model, device)
     t0 = time.perf_counter()
     records = run_predict(det, files, args.out, progress=True)
     seconds = time.perf_counter() - t0
+    if not w.main:
+        return 0
     for r in records:
         norm = "" if r.normalised_score is None else f"  {r.normalised_score:6.2f}x threshold  {r.decision}"
         print(f"{r.score:8.4f}{norm}  {r.path}")
     print(f"\npictures in {args.out}: <folder>_<stem>_panel.png (input | reconstruction | heatmap | mask), "
           "_heatmap.png, _reconstruction.png, _mask.png; predictions.json")
-    print(summary_line(records, seconds, skipped=len(files) - len(records)))
+    print(summary_line(records, seconds, skipped=len(files) - len(records))
+          + (f" ({w.size} processes)" if w.size > 1 else ""))
     return 0
 
 
@@ -162,6 +168,25 @@ def summary_line(records, seconds: float, skipped: int = 0) -> str:
     verdict = f"{passes} PASS, {fails} FAIL" if passes + fails else "not calibrated: no PASS/FAIL"
     unread = f"; {skipped} unreadable, skipped" if skipped else ""
     return f"{n} image{'s' * (n != 1)}: {verdict}{unread}; {n / max(seconds, 1e-9):.2f} img/s"
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from .selection import apply_selection, candidates_from_grid, select_settings
+
+    candidates = candidates_from_grid(args.grid, args.tries)
+    if len(candidates) == 1:
+        raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V]")
+    sel = select_settings(args.model, candidates, args.data, args.seed, args.device)
+    print(f"\nproxy set: {sel.n_proxy} held-out nominal images and the same with synthetic defects; calibrated on "
+          f"{sel.n_calibration}{' (the same images: too few to split)' if sel.shared else ''}\n")
+    print(sel.table())
+    print(f"\nbest: {sel.best or '(as saved)'}")
+    if args.apply:
+        apply_selection(args.model, sel, args.device)
+        print(f"saved into {args.model} (selection.json beside it)")
+    elif sel.best:
+        print(f"apply it with --apply, or: ddad select ... --apply; the overrides: {sel.best}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -338,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="predictions")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("select", help="choose inference settings without labels: synthetic defects in the held-out "
+                                      "nominal images (ddad.selection)")
+    s.add_argument("--model", required=True, help="model directory from `ddad train`")
+    s.add_argument("--grid", nargs="+", action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="one axis of the candidate grid: a key and its values, e.g. --grid glad.t_min 100 200 350; "
+                        "repeat for more axes (their product is tried)")
+    s.add_argument("--try", dest="tries", action="append", default=[], metavar="K=V[,K=V]",
+                   help="one more candidate, e.g. --try sampling.start_level=500,glad.t_min=150")
+    s.add_argument("--data", help="dataset folder of the nominal images (default: the model's data.root)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects")
+    s.add_argument("--apply", action="store_true",
+                   help="save the best candidate into the model (re-calibrated) and write selection.json")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    s.set_defaults(func=cmd_select)
 
     s = sub.add_parser("report", help="self-contained HTML report from an evaluation's saved files")
     s.add_argument("run", help="model directory (uses its eval/) or an evaluation folder")

@@ -33,6 +33,7 @@ class DataConfig:
     image_size: int = 64  # paper: 256; CPU presets train at 64-128
     val_fraction: float = 0.1  # nominal training images held out (seeded) for score calibration
     seed: int = 0  # seeds the documented splits (validation, MTD, folder)
+    workers: int | None = None  # DataLoader worker processes; None = 0 on a CPU (the cores run the model), 4 on a GPU
 
 
 @dataclass(frozen=True)

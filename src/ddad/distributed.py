@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "init", "world", "shard", "barrier", "mean_across", "is_main"]
+__all__ = ["World", "init", "world", "shard", "barrier", "mean_across", "is_main", "gather_lists"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,13 @@ def mean_across(x: torch.Tensor) -> torch.Tensor:
     y = x.detach().clone()
     dist.all_reduce(y)
     return y / world().size
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's list (picklable items), concatenated in rank order, on every rank (the list itself in one
+    process). Used to merge the predictions of a sharded `ddad predict`."""
+    if world().size == 1:
+        return list(items)
+    parts: list = [None] * world().size
+    dist.all_gather_object(parts, items)
+    return [x for p in parts for x in p]

@@ -80,9 +80,12 @@ def run_adapt(model_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()
     return det
 
 
-def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool) -> None:
-    """Re-adapt (from the ImageNet weights) where asked, re-calibrate, save: what follows a change of settings."""
+def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool,
+           calibration: torch.Tensor | None = None) -> None:
+    """Re-adapt (from the ImageNet weights) where asked, re-calibrate (on the held-out nominal images, or on
+    `calibration`), save: what follows a change of settings."""
     train, val = nominal_split(det.cfg)
+    val = val if calibration is None else calibration
     if adapt:
         det.reset_extractor()
         r = det.adapt(train, progress=progress)
@@ -100,12 +103,13 @@ TRAINED_DATA = ("layout", "category", "image_size", "val_fraction", "seed")
 REDONE_SECTIONS = ("features", "adapt", "sampling", "scoring")
 
 
-def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
-                  device: str = "cpu") -> tuple[Detector, tuple[str, ...]]:
+def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True, device: str = "cpu",
+                  calibration: torch.Tensor | None = None) -> tuple[Detector, tuple[str, ...]]:
     """Load a trained model for `cfg` without retraining its UNet. Sections that do not touch the UNet (features,
     adapt, sampling, scoring) are taken from `cfg`; where features or adapt changed, the feature extractor is
     rebuilt from its ImageNet weights and adapted again; where anything changed, the model is re-calibrated and saved
-    in place. Returns (detector, changed sections). Raises ValueError where `cfg` asks for a different training."""
+    in place (on `calibration` images where given, then also when nothing changed). Returns (detector, changed
+    sections). Raises ValueError where `cfg` asks for a different training."""
     det = Detector.load(model_dir, device)
     old = det.cfg
     own = METHOD_SECTIONS[old.method]
@@ -123,10 +127,11 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
         raise ValueError(f"the model in {model_dir} was trained with other settings: {'; '.join(wrong)}. "
                          "Drop --reuse to train a new model, or point --out elsewhere.")
     changed = tuple(sec for sec in REDONE_SECTIONS + ((own,) if own else ()) if getattr(old, sec) != getattr(cfg, sec))
-    if not changed:
+    if not changed and calibration is None:
         return det, changed
     det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS + ((own,) if own else ())})
-    _refit(det, model_dir, adapt="features" in changed or "adapt" in changed, progress=progress)
+    _refit(det, model_dir, adapt="features" in changed or "adapt" in changed, progress=progress,
+           calibration=calibration)
     return det, changed
 
 
@@ -134,20 +139,12 @@ def run_evaluate(det: Detector, dataset: AnomalyDataset, out: str | Path | None,
                  progress: bool = True) -> EvalResult:
     """Evaluate and, with `out`, save everything a report needs: metrics.json/.md, scores.json (per image),
     maps.npy (float16), masks.npy (bool), inputs.npy / reconstructions.npy (uint8), calibration.json."""
-    res = det.evaluate(dataset, progress=progress, keep_maps=out is not None)
+    res = det.evaluate(dataset, progress=progress, save_dir=out)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps({**res.summary(), "dataset": dataset.name, "name": name}, indent=2))
         (out / "scores.json").write_text(json.dumps([r.__dict__ for r in res.records], indent=1))
         (out / "metrics.md").write_text(metrics_markdown(res, name) + "\n")
-        if res.maps is not None:
-            np.save(out / "maps.npy", res.maps.astype(np.float16))
-        if res.masks is not None:
-            np.save(out / "masks.npy", res.masks)
-        if res.reconstructions is not None:
-            np.save(out / "reconstructions.npy", res.reconstructions)
-            np.save(out / "inputs.npy", res.inputs)
         if det.calibration is not None:
             (out / "calibration.json").write_text(json.dumps(
                 {"threshold": det.calibration.threshold, "pixel_threshold": det.calibration.pixel_threshold,
@@ -226,24 +223,29 @@ def _write_prediction(f: Path, stem: Path, x: torch.Tensor, pred, i: int, cal, v
 def run_predict(det: Detector, paths: list[str | Path], out: str | Path, progress: bool = False) -> list[PredictRecord]:
     """Score images in batches of sampling.batch_size (each image's score does not depend on its batch mates);
     per image write <folder>_<stem>_{reconstruction,heatmap,mask,panel}.png (the mask only where the model is
-    calibrated) and one predictions.json. A file that cannot be read is logged and skipped, not fatal."""
+    calibrated) and one predictions.json. A file that cannot be read is logged and skipped, not fatal.
+
+    Under torchrun (ddad.distributed) every process scores every N-th file and writes its pictures; the records are
+    gathered and rank 0 writes the one predictions.json, in the files' order. Every rank returns all records."""
     from tqdm import tqdm
 
+    w = distributed.world()
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     files = input_files(paths)
     cal = det.calibration
     calibrated = cal is not None and cal.threshold == cal.threshold
     vmax = cal.threshold * 1.5 if calibrated else None
-    records: list[PredictRecord] = []
-    named = list(zip(files, _output_names(files)))
+    records: list[tuple[int, PredictRecord]] = []
+    named = list(enumerate(zip(files, _output_names(files))))[w.rank :: w.size]  # names from the whole list
     bs = max(1, det.cfg.sampling.batch_size)
-    bar = tqdm(total=len(named), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(named), desc="predict", unit="img", disable=not (progress and w.main), dynamic_ncols=True)
     for s in range(0, len(named), bs):
         batch, images = [], []
-        for f, name in named[s : s + bs]:
+        for order, (f, name) in named[s : s + bs]:
             try:
                 images.append(read_image(f, det.cfg.data.image_size))
-                batch.append((f, name))
+                batch.append((order, f, name))
             except ImageReadError as e:
                 log.error("skipped %s: %s", f, e)
         bar.update(len(named[s : s + bs]))
@@ -253,9 +255,12 @@ def run_predict(det: Detector, paths: list[str | Path], out: str | Path, progres
         x = torch.stack(images)
         pred = det.predict(x)
         seconds = (time.perf_counter() - t0) / len(batch)
-        for i, (f, name) in enumerate(batch):
-            records.append(_write_prediction(f, out / name, x[i], pred, i, cal if calibrated else None, vmax,
-                                             det.cfg.data.image_size, seconds))
+        for i, (order, f, name) in enumerate(batch):
+            records.append((order, _write_prediction(f, out / name, x[i], pred, i, cal if calibrated else None, vmax,
+                                                     det.cfg.data.image_size, seconds)))
     bar.close()
-    (out / "predictions.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
-    return records
+    merged = [r for _, r in sorted(distributed.gather_lists(records), key=lambda p: p[0])]
+    if w.main:
+        (out / "predictions.json").write_text(json.dumps([r.__dict__ for r in merged], indent=1))
+    distributed.barrier()
+    return merged

@@ -68,3 +68,24 @@ def test_torchrun_trains_through_the_cli(tiny_object, tmp_path):
     assert r.stdout.count("model saved to") == 1  # rank 0 alone calibrates and saves
     assert json.loads((out / "model.json").read_text())["train_steps"] == 2
     assert (out / "calibration.json").is_file()
+
+
+def test_torchrun_predict_shards_files_and_merges_one_predictions_json(tiny_model, tiny_object, tmp_path):
+    """2 processes score every other file; rank 0 writes one predictions.json in the files' order, with the scores
+    one process gives (scores do not depend on the batch)."""
+    from ddad.cli import main
+
+    one = tmp_path / "one"
+    assert main(["predict", "--model", str(tiny_model), str(tiny_object / "test"), "--out", str(one)]) == 0
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddad",
+           "predict", "--model", str(tiny_model), str(tiny_object / "test"), "--out", str(two)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((one / "predictions.json").read_text())
+    b = json.loads((two / "predictions.json").read_text())
+    assert [p["path"] for p in b] == [p["path"] for p in a]
+    assert [p["score"] for p in b] == pytest.approx([p["score"] for p in a], rel=1e-5, abs=1e-6)
+    assert [p["decision"] for p in b] == [p["decision"] for p in a]
+    assert all(os.path.isfile(p["panel"]) for p in b)
+    assert r.stdout.count(" img/s") == 1 and "(2 processes)" in r.stdout  # one summary, from rank 0

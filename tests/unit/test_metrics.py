@@ -119,3 +119,67 @@ def test_accumulator_is_batch_independent():
             acc.add(scores[i : i + bs], labels[i : i + bs], maps[i : i + bs], masks[i : i + bs])
         results.append(acc.compute())
     assert results[0] == results[1] == results[2]
+
+
+# ---- streaming pixel metrics (ddad.metrics.streaming) ----------------------------------------------------------
+from ddad.metrics.streaming import PixelHistogram, quantise, score_keys  # noqa: E402
+
+
+def test_score_keys_preserve_order_and_quantise_is_close():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 3, 5000), [0.0, -0.0, 1e-30, -1e-30, 7e4, -7e4, 1e30]]).astype(np.float32)
+    order = np.argsort(x, kind="stable")
+    assert (np.diff(score_keys(x)[order]) >= 0).all(), "keys must be non-decreasing in the value"
+    q = quantise(x)
+    assert (np.diff(q[order]) >= 0).all()
+    assert np.all(np.abs(q - x) <= np.abs(x) * 2.0**-11 + 1e-38), "within float16 precision, float32 range"
+    assert score_keys(np.float32([-0.0]))[0] == score_keys(np.float32([0.0]))[0]
+    np.testing.assert_array_equal(score_keys(q), score_keys(x))  # a bin's value lies in the bin
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streaming_pixel_metrics_equal_exact_ones_of_quantised_maps(seed):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((6, 24, 20), dtype=bool)
+    for i in range(1, 6):  # blobs of several sizes, some images with two regions, image 0 nominal
+        masks[i, 3 * i : 3 * i + 4 + i, 2 : 5 + i] = True
+        if i % 2:
+            masks[i, 18:21, 14:18] = True
+    maps = (rng.normal(0, 1, masks.shape) + 2 * masks + rng.random(masks.shape) * masks).astype(np.float32)
+    maps[0, :2] = maps[1, :2]  # exact ties across images
+    h = PixelHistogram()
+    for a, b in ((0, 1), (1, 4), (4, 6)):  # uneven batches
+        h.add(maps[a:b], masks[a:b])
+    roc, ap, f1, pro = h.compute()
+    q = quantise(maps)
+    exact = M.classification.curve_metrics(q.ravel(), masks.ravel())
+    assert (roc, ap, f1) == pytest.approx(exact, abs=1e-12)
+    assert roc == pytest.approx(roc_auc_score(masks.ravel(), q.ravel()), abs=1e-12)
+    assert ap == pytest.approx(average_precision_score(masks.ravel(), q.ravel()), abs=1e-12)
+    assert pro == pytest.approx(M.pro_auc(q, masks), abs=1e-12)
+    # and the quantisation itself moves nothing that matters
+    assert roc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-3)
+    assert pro == pytest.approx(M.pro_auc(maps, masks), abs=1e-3)
+
+
+def test_streaming_pixel_metrics_need_both_classes_and_finite_maps():
+    h = PixelHistogram()
+    h.add(np.zeros((1, 4, 4)), np.zeros((1, 4, 4), dtype=bool))
+    assert h.compute() is None
+    with pytest.raises(ValueError, match="NaN"):
+        h.add(np.full((1, 4, 4), np.nan), np.zeros((1, 4, 4), dtype=bool))
+    with pytest.raises(ValueError, match="differ"):
+        h.add(np.zeros((1, 4, 4)), np.zeros((1, 4, 5), dtype=bool))
+
+
+def test_accumulator_memory_does_not_grow_with_images():
+    acc = M.MapAccumulator()
+    rng = np.random.default_rng(0)
+    size0 = acc.pixels.pos.nbytes + acc.pixels.neg.nbytes + acc.pixels.region.nbytes
+    for _ in range(20):
+        masks = rng.random((4, 32, 32)) > 0.9
+        acc.add(rng.random(4), masks.any(axis=(1, 2)), rng.random((4, 32, 32)) + masks, masks)
+    assert acc.pixels.pos.nbytes + acc.pixels.neg.nbytes + acc.pixels.region.nbytes == size0
+    assert not hasattr(acc, "maps")
+    m = acc.compute()
+    assert 0.5 < m.pixel_auroc <= 1.0 and m.pro is not None

@@ -1,13 +1,13 @@
 """Dataset plumbing shared by all layouts: the item list, the torch Dataset, batching, seeded splits."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .sample import Sample, read_image, read_mask
 
@@ -101,6 +101,11 @@ class Batch:
     paths: tuple[str, ...]
     defect_types: tuple[str, ...]
 
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies of the tensors (DataLoader(pin_memory=True) calls this for a GPU)."""
+        return replace(self, images=self.images.pin_memory(),
+                       masks=None if self.masks is None else self.masks.pin_memory())
+
 
 def collate(samples: Sequence[Sample]) -> Batch:
     masks = None
@@ -113,3 +118,16 @@ def collate(samples: Sequence[Sample]) -> Batch:
         paths=tuple(s.path for s in samples),
         defect_types=tuple(s.defect_type for s in samples),
     )
+
+
+def loader(dataset: Dataset, batch_size: int, workers: int | None = None, device: str | torch.device = "cpu",
+           collate_fn=collate) -> DataLoader:
+    """Batches of `dataset` in order, read on demand (memory holds a few batches, not the dataset).
+    workers None: 0 on a CPU (decoding in the main process leaves the cores to the model), 4 on a GPU; pinned
+    memory on a GPU."""
+    gpu = torch.device(device).type == "cuda"
+    n = (4 if gpu else 0) if workers is None else workers
+    if n < 0:
+        raise ValueError(f"data.workers must be >= 0 (or unset for the automatic choice), got {n}")
+    return DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, collate_fn=collate_fn, num_workers=n,
+                      pin_memory=gpu, prefetch_factor=2 if n else None)

@@ -243,11 +243,12 @@ class Detector:
                                     {k: v.cpu() for k, v in t.info.items()}))
         return Prediction.cat(parts)
 
-    def evaluate(self, dataset, progress: bool = False, keep_maps: bool = False):
-        """Metrics on a labelled dataset (see ddad.evaluation.evaluate_detector)."""
+    def evaluate(self, dataset, progress: bool = False, save_dir: str | Path | None = None):
+        """Metrics on a labelled dataset; with save_dir, the arrays a report needs (see
+        ddad.evaluation.evaluate_detector)."""
         from ..evaluation import evaluate_detector
 
-        return evaluate_detector(self, dataset, progress=progress, keep_maps=keep_maps)
+        return evaluate_detector(self, dataset, progress=progress, save_dir=save_dir)
 
     # ---- persistence ------------------------------------------------------------------------------
     def save(self, run_dir: str | Path) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .classification import auroc, average_precision, curve_metrics, f1_max
 from .segmentation import pro_auc
+from .streaming import PixelHistogram
 
 __all__ = [
     "Metrics", "compute_metrics", "MapAccumulator", "format_table",
@@ -88,13 +89,14 @@ def compute_metrics(
 
 
 class MapAccumulator:
-    """Collects per-image scores, labels, float32 maps and bool masks batch by batch (compact in memory)."""
+    """Collects per-image scores and labels, and the pixel metrics' histograms (streaming.PixelHistogram), batch by
+    batch: memory does not grow with the number of images. Image metrics are exact; pixel metrics equal the exact
+    ones of the maps quantised to float16 precision (streaming.quantise)."""
 
     def __init__(self) -> None:
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
-        self.maps: list[np.ndarray] = []
-        self.masks: list[np.ndarray] = []
+        self.pixels = PixelHistogram()
         self.has_masks = True
 
     def add(self, scores, labels, maps=None, masks=None) -> None:
@@ -103,14 +105,17 @@ class MapAccumulator:
         if maps is None or masks is None:
             self.has_masks = False
             return
-        self.maps.append(np.asarray(maps, dtype=np.float32).reshape(len(self.scores[-1]), *np.shape(maps)[-2:]))
-        self.masks.append(np.asarray(masks).astype(bool).reshape(self.maps[-1].shape))
+        maps = np.asarray(maps, dtype=np.float32).reshape(len(self.scores[-1]), *np.shape(maps)[-2:])
+        self.pixels.add(maps, np.asarray(masks).astype(bool).reshape(maps.shape))
 
     def compute(self, pro_fpr_limit: float = 0.3) -> Metrics:
         scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
-        if not self.has_masks or not self.maps:
-            return compute_metrics(scores, labels)
-        return compute_metrics(scores, labels, np.concatenate(self.maps), np.concatenate(self.masks), pro_fpr_limit)
+        m = compute_metrics(scores, labels)
+        if not self.has_masks:
+            return m
+        pixel = self.pixels.compute(pro_fpr_limit)
+        return m if pixel is None else replace(m, pixel_auroc=pixel[0], pixel_ap=pixel[1], pixel_f1_max=pixel[2],
+                                               pro=pixel[3])
 
 
 def format_table(rows: dict[str, Metrics], extra_cols: tuple[str, ...] = ()) -> str:

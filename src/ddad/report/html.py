@@ -38,7 +38,7 @@ def _load(folder: Path, name: str):
     p = folder / name
     if not p.is_file():
         return None
-    return np.load(p, allow_pickle=False) if p.suffix == ".npy" else json.loads(p.read_text())
+    return np.load(p, allow_pickle=False, mmap_mode="r") if p.suffix == ".npy" else json.loads(p.read_text())
 
 
 def _curves(scores, labels, maps, masks, threshold) -> list[str]:

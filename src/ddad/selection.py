@@ -1,0 +1,156 @@
+"""Label-free choice of a trained model's inference settings on a proxy validation set (`ddad select`).
+
+A new category has no labelled defects to tune on, and a setting chosen on the test labels (as the papers' per-class
+T', w, tau and checkpoints were) says nothing about the next category. What every run does have is the held-out
+nominal images (data.val_fraction). The proxy set is made from them alone:
+
+    every held-out nominal image twice: as it is (label 0, empty mask), and with a synthetic defect pasted in
+    (label 1, its mask): Perlin-shaped regions filled from the image's own shuffled cells or a generated texture
+    (ddad.data.anomalies, the generator GLAD's training uses; glad.anomalies sets it), always present, seeded.
+
+Each candidate setting (a list of overrides of the sections a trained model can change: features, adapt, sampling,
+scoring and the method's inference options) is applied to a copy of the model, which re-adapts where features/adapt
+changed and re-calibrates on the calibration images; the copy then scores the proxy set. The held-out images are
+split in two where there are at least 2 * MIN_SPLIT of them (calibration half, proxy half), so the proxy's nominal
+images are not the ones the calibration saw; with fewer, both use all of them (said in the result).
+
+The objective is the mean of the proxy image AUROC, pixel AUROC and PRO. Synthetic defects are not real ones: the
+proxy ranks settings, its numbers are not a prediction of the test metrics.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DDADConfig, apply_overrides
+from .data.anomalies import AnomalySpec, synthesize_batch
+from .metrics import MapAccumulator, Metrics, format_table
+
+__all__ = ["ProxySet", "proxy_set", "candidates_from_grid", "Selection", "select_settings", "MIN_SPLIT"]
+
+log = logging.getLogger(__name__)
+MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
+
+
+@dataclass(frozen=True)
+class ProxySet:
+    images: torch.Tensor  # (2N, 3, H, W) in [0, 1]: N nominal, then the same N with a synthetic defect
+    masks: torch.Tensor  # (2N, 1, H, W) in {0, 1}
+    labels: torch.Tensor  # (2N,) int64
+
+
+def proxy_spec(cfg: DDADConfig) -> AnomalySpec:
+    """The synthetic-defect generator of the config (glad.anomalies: GLAD's own settings, the defaults otherwise)."""
+    a = cfg.glad.anomalies
+    return AnomalySpec(1.0, a.beta_max, a.threshold, a.min_scale, a.max_scale, a.foreground, a.source, a.grid)
+
+
+def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0) -> ProxySet:
+    """Each nominal image (N, 3, H, W) in [0, 1] as it is and with a defect forced into it (sample i drawn from
+    (seed, i): the set does not depend on how it is batched)."""
+    defective, masks, _ = synthesize_batch(nominal, seed, spec, force=True)
+    n = nominal.shape[0]
+    empty = torch.zeros(n, 1, *nominal.shape[-2:])
+    return ProxySet(torch.cat([nominal, defective]), torch.cat([empty, (masks > 0.5).float()]),
+                    torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)]))
+
+
+def proxy_metrics(det, proxy: ProxySet) -> Metrics:
+    """The detector's metrics on the proxy set (batch by batch; scores are per image)."""
+    acc = MapAccumulator()
+    bs = max(1, det.cfg.sampling.batch_size)
+    for s in range(0, len(proxy.labels), bs):
+        pred = det.predict(proxy.images[s : s + bs])
+        acc.add(pred.scores.cpu().numpy(), proxy.labels[s : s + bs].numpy(), pred.maps.float().cpu().numpy(),
+                proxy.masks[s : s + bs, 0].numpy().astype(bool))
+    return acc.compute()
+
+
+def objective(m: Metrics) -> float:
+    """Mean of image AUROC, pixel AUROC and PRO (the ones defined)."""
+    vals = [v for v in (m.image_auroc, m.pixel_auroc, m.pro) if v is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def candidates_from_grid(grid: list[list[str]], tries: list[str] = ()) -> list[str]:
+    """Candidates as comma-joined override lists: the product of grid axes [key, v1, v2, ...] plus explicit tries
+    ("k=v,k2=v2"). The empty candidate "" (the model as saved) is always first."""
+    out = [""]
+    axes = []
+    for axis in grid:
+        if len(axis) < 2 or "=" in axis[0]:
+            raise ValueError(f"--grid takes a key and its values, e.g. --grid glad.t_min 100 200 350; got {axis}")
+        axes.append([f"{axis[0]}={v}" for v in axis[1:]])
+    if axes:
+        out += [",".join(c) for c in itertools.product(*axes)]
+    out += [t for t in tries if t and t not in out]
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    rows: dict[str, Metrics]  # candidate -> proxy metrics (with "objective" in extra)
+    best: str  # the candidate with the highest objective ("" = the model as saved)
+    n_calibration: int
+    n_proxy: int  # nominal images in the proxy set (as many defective ones again)
+    shared: bool  # calibration and proxy used the same held-out images
+
+    def table(self) -> str:
+        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m for c, m in self.rows.items()}
+        return format_table(named, ("objective",))
+
+
+def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
+                    device: str = "cpu", progress: bool = True) -> Selection:
+    """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc)."""
+    from .detector import Detector
+    from .pipeline import nominal_split, reuse_trained
+
+    model_dir = Path(model_dir)
+    base = Detector.load(model_dir, device)
+    cfg0 = base.cfg if not data_root else replace(base.cfg, data=replace(base.cfg.data, root=str(data_root)))
+    _, held = nominal_split(cfg0)
+    n = held.shape[0]
+    shared = n < 2 * MIN_SPLIT
+    cal, nominal = (held, held) if shared else (held[0::2], held[1::2])
+    if shared:
+        log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
+                    "for a cleaner split)", n)
+    proxy = proxy_set(nominal, proxy_spec(cfg0), seed)
+    rows: dict[str, Metrics] = {}
+    for c in candidates:
+        cfg = apply_overrides(cfg0, [o for o in c.split(",") if o]) if c else cfg0
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "model"
+            shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "eval*"))
+            det, _ = reuse_trained(copy, cfg, progress=False, device=device, calibration=cal)
+            m = proxy_metrics(det, proxy)
+        rows[c] = m.with_extra(objective=objective(m))
+        if progress:
+            print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
+    best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
+    return Selection(rows, best, cal.shape[0], nominal.shape[0], shared)
+
+
+def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") -> None:
+    """Save the best candidate into the model (re-adapted and re-calibrated on all held-out images) and write
+    selection.json beside it."""
+    from .detector import Detector
+    from .pipeline import reuse_trained
+
+    model_dir = Path(model_dir)
+    if sel.best:
+        cfg = apply_overrides(Detector.load(model_dir, device).cfg, sel.best.split(","))
+        reuse_trained(model_dir, cfg, progress=False, device=device)
+    (model_dir / "selection.json").write_text(json.dumps({
+        "best": sel.best, "objective": "mean of proxy image AUROC, pixel AUROC, PRO",
+        "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
+        "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
