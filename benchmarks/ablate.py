@@ -42,5 +42,5 @@ if __name__ == "__main__":
     ap.add_argument("data")
     ap.add_argument("variants", nargs="*", help='overrides per variant, comma-separated: "sampling.w=0,scoring.v=2"')
     ap.add_argument("--no-baseline", action="store_true", help="skip the (as trained) row")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     main(a.model_dir, a.data, a.variants, baseline=not a.no_baseline)
