@@ -36,10 +36,11 @@ adapt: {{epochs: 0}}
 def dataset(root: Path, n: int) -> Path:
     per_defect = (n - n // 5) // len(DEFECTS)
     good = n - per_defect * len(DEFECTS)
-    if not (root / "test").is_dir():
-        make_synthetic_dataset(root, SyntheticSpec(category="object", size=256, n_train=40, n_test_good=good,
-                                                   n_test_per_defect=per_defect, seed=0))
-    return root
+    category = root / "object"
+    if not (category / "test").is_dir():
+        return make_synthetic_dataset(root, SyntheticSpec(category="object", size=256, n_train=40, n_test_good=good,
+                                                          n_test_per_defect=per_defect, seed=0))
+    return category
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
