@@ -49,8 +49,9 @@ class ProxySet:
 
 def proxy_spec(cfg: DDADConfig) -> AnomalySpec:
     """The synthetic-defect generator of the config (glad.anomalies: GLAD's own settings, the defaults otherwise)."""
-    a = cfg.glad.anomalies
-    return AnomalySpec(1.0, a.beta_max, a.threshold, a.min_scale, a.max_scale, a.foreground, a.source, a.grid)
+    from .methods.glad import anomaly_spec
+
+    return replace(anomaly_spec(cfg), probability=1.0)  # every proxy copy gets a defect
 
 
 def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0) -> ProxySet:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .segmentation import EIGHT_CONNECTED  # the same regions as pro_auc
+
 __all__ = ["KEY_BITS", "score_keys", "quantise", "PixelHistogram"]
 
 KEY_BITS = 20
 _DROP = 32 - KEY_BITS
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def _monotone(x: np.ndarray) -> np.ndarray:
