@@ -1,7 +1,7 @@
 """The public object: fit / adapt / calibrate / predict / evaluate / save / load, for every method.
 
     det = Detector.create(cfg)              # the method cfg.method names (ddad.methods.METHODS)
-    det.fit(train_images, run_dir)          # nominal images, [0, 1] tensors (N, 3, H, W)
+    det.fit(train_images, run_dir)          # nominal images in [0, 1]: a tensor (N, 3, H, W) or a data.ImageSet
     det.adapt(train_images)                 # domain adaptation of the feature extractor (Eq. 10)
     det.calibrate(val_images)               # map constants and decision threshold from nominal images
     pred = det.predict(images)              # scores, maps, reconstructions; per image, batch-independent

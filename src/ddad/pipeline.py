@@ -12,7 +12,7 @@ import torch
 
 from . import distributed
 from .config import METHOD_SECTIONS, DDADConfig, apply_overrides, save_config, to_dict
-from .data import AnomalyDataset, ImageReadError, load_dataset, read_image, seeded_split
+from .data import AnomalyDataset, ImageReadError, ImageSet, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
 from .evaluation import EvalResult
@@ -30,20 +30,21 @@ def stack_images(ds: AnomalyDataset) -> torch.Tensor:
     return torch.stack([ds[i].image for i in range(len(ds))])
 
 
-def nominal_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, validation) nominal images: validation is a seeded `val_fraction` of the training folder."""
+def nominal_split(cfg: DDADConfig) -> tuple[ImageSet, ImageSet]:
+    """(train, validation) nominal images, read on demand (ddad.data.ImageSet: training, adaptation and calibration
+    hold a batch at a time, not the dataset): validation is a seeded `val_fraction` of the training folder."""
     d = cfg.data
     if not d.root:
         raise ValueError("no dataset given: set data.root (e.g. --set data.root=path/to/bottle)")
     ds = load_dataset(d.layout, d.root, "train", d.category, d.image_size, d.seed)
     if d.val_fraction <= 0 or len(ds) < 4:
-        images = stack_images(ds)
+        images = ImageSet(ds, workers=d.workers)
         return images, images  # calibrate on the training images themselves
     train_paths, val_paths = seeded_split([it.image for it in ds.items], 1 - d.val_fraction, d.seed)
     keep = set(train_paths)
     tr = AnomalyDataset([it for it in ds.items if it.image in keep], d.image_size, ds.mask_threshold, ds.name)
     va = AnomalyDataset([it for it in ds.items if it.image not in keep], d.image_size, ds.mask_threshold, ds.name)
-    return stack_images(tr), stack_images(va)
+    return ImageSet(tr, workers=d.workers), ImageSet(va, workers=d.workers)
 
 
 def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .config import DDADConfig, apply_overrides
+from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
@@ -118,7 +119,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     model_dir = Path(model_dir)
     base = Detector.load(model_dir, device)
     cfg0 = base.cfg if not data_root else replace(base.cfg, data=replace(base.cfg.data, root=str(data_root)))
-    _, held = nominal_split(cfg0)
+    held = nominal_split(cfg0)[1]
+    held = held.stack() if isinstance(held, ImageSet) else held  # the held-out images are few: used whole
     n = held.shape[0]
     shared = n < 2 * MIN_SPLIT
     cal, nominal = (held, held) if shared else (held[0::2], held[1::2])

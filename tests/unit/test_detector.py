@@ -9,7 +9,9 @@ from ddad.config import DDADConfig, apply_overrides
 from conftest import fitted_detector
 from ddad.detector import Detector
 from ddad.pipeline import stack_images
-from ddad.data import load_dataset
+from ddad.data import AnomalyDataset, ImageSet, load_dataset
+from ddad.diffusion.train import data_fingerprint
+from ddad.methods.base import to_model
 
 TINY = [
     "data.image_size=32", "model.preset=cpu-32", "train.steps=4", "train.batch_size=4", "train.checkpoint_every=2",
@@ -158,3 +160,29 @@ def test_adapting_again_replaces_the_adaptation_instead_of_compounding_it(tiny_m
     assert any(not torch.equal(v, Detector.create(Detector.load(d).cfg).extractor.state_dict()[k])
                for k, v in first.items())  # adaptation did move the weights
     assert all(torch.equal(v, second[k]) for k, v in first.items())
+
+
+def test_training_adaptation_and_calibration_from_an_imageset_equal_the_tensor_path(tiny_object, tmp_path):
+    """Images read on demand (ImageSet: memory holds a batch) give the same weights, extractor and calibration as
+    the stacked tensor, and the same data fingerprint (so a resume check accepts either)."""
+    ds = load_dataset("mvtec", tiny_object, "test", image_size=32)
+    sub = AnomalyDataset(ds.items[:8], 32, ds.mask_threshold, ds.name)
+    lazy, whole = ImageSet(sub), stack_images(sub)
+    assert lazy.shape == tuple(whole.shape) and len(lazy) == 8
+    idx = torch.tensor([3, 1, 3])
+    assert torch.equal(lazy[idx], whole[idx]) and torch.equal(lazy[2:5], whole[2:5]) and torch.equal(lazy[4], whole[4])
+    assert torch.equal(to_model(lazy)[idx], to_model(whole)[idx])
+    assert data_fingerprint(to_model(lazy)) == data_fingerprint(to_model(whole))
+    ahead = list(ImageSet(sub, workers=1).draws([[0, 5], [7, 7, 2]]))  # decoded by a worker process
+    assert torch.equal(ahead[0], whole[[0, 5]]) and torch.equal(ahead[1], whole[[7, 7, 2]])
+    cfg = apply_overrides(DDADConfig(), TINY)
+    a, b = Detector.create(cfg), Detector.create(cfg)
+    ra, rb = a.fit(whole, tmp_path / "a"), b.fit(lazy, tmp_path / "b")
+    assert ra.final_loss == rb.final_loss
+    for (k, x), y in zip(a.unet.state_dict().items(), b.unet.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
+    a.adapt(whole)
+    b.adapt(lazy)
+    for (k, x), y in zip(a.extractor.state_dict().items(), b.extractor.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
+    assert a.calibrate(whole) == b.calibrate(lazy)

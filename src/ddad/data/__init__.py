@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .base import AnomalyDataset, Batch, DatasetLayoutError, Item, collate, loader, seeded_split
+from .base import AnomalyDataset, Batch, DatasetLayoutError, ImageSet, Item, collate, loader, seeded_split
 from .btad import btad_items
 from .folder import folder_items
 from .mtd import MTD_MASK_THRESHOLD, mtd_items
@@ -16,7 +16,7 @@ from .sample import ImageReadError, Sample, read_image, read_mask
 from .visa import VISA_MASK_THRESHOLD, visa_items
 
 __all__ = [
-    "AnomalyDataset", "Batch", "DatasetLayoutError", "ImageReadError", "Item", "Sample", "LAYOUTS",
+    "AnomalyDataset", "Batch", "DatasetLayoutError", "ImageReadError", "ImageSet", "Item", "Sample", "LAYOUTS",
     "collate", "load_dataset", "loader", "read_image", "read_mask", "seeded_split",
 ]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .sample import Sample, read_image, read_mask
 
-__all__ = ["Item", "AnomalyDataset", "Batch", "collate", "seeded_split", "require_dir", "DatasetLayoutError"]
+__all__ = ["Item", "AnomalyDataset", "Batch", "ImageSet", "collate", "seeded_split", "require_dir", "DatasetLayoutError"]
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -131,3 +131,75 @@ def loader(dataset: Dataset, batch_size: int, workers: int | None = None, device
         raise ValueError(f"data.workers must be >= 0 (or unset for the automatic choice), got {n}")
     return DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, collate_fn=collate_fn, num_workers=n,
                       pin_memory=gpu, prefetch_factor=2 if n else None)
+
+
+class _Rows(Dataset):
+    """One image tensor per index (what a DataLoader over an ImageSet reads)."""
+
+    def __init__(self, dataset: AnomalyDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.dataset[index].image
+
+
+class ImageSet:
+    """The images of a dataset, indexed like an (N, C, H, W) tensor but read on demand: `s[idx]` (an index tensor,
+    list, slice or int) decodes and stacks the chosen images, so memory holds a batch, not the dataset.
+    `map(fn)` gives a view whose batches pass through fn (e.g. [0, 1] -> [-1, 1]). Training, adaptation and
+    calibration take an ImageSet or a tensor alike; the same indices give the same pixels either way.
+
+    workers: DataLoader processes that decode batches ahead of the model (`draws`); None = 0 on a CPU, 4 on a GPU.
+    """
+
+    def __init__(self, dataset: AnomalyDataset, fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 workers: int | None = None):
+        self.dataset, self.fn, self.workers = dataset, fn, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if not len(self):
+            return (0,)
+        return (len(self),) + tuple(self[0:1].shape[1:])
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.fn is None else self.fn(x)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return self[[index]][0]
+        if isinstance(index, slice):
+            ids: Iterable[int] = range(len(self))[index]
+        elif isinstance(index, torch.Tensor):
+            ids = index.reshape(-1).tolist()
+        else:
+            ids = list(index)
+        return self._finish(torch.stack([self.dataset[int(i)].image for i in ids]))
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ImageSet":
+        inner = self.fn
+        return ImageSet(self.dataset, fn if inner is None else (lambda x: fn(inner(x))), self.workers)
+
+    def stack(self) -> torch.Tensor:
+        """Every image in one tensor (for the small sets that are used whole, e.g. a proxy validation set)."""
+        return self[0 : len(self)]
+
+    def draws(self, index_lists: Iterable[Sequence[int]], device: str | torch.device = "cpu"):
+        """Batches for the given index lists, in order, decoded by `workers` processes ahead of use (pinned on a
+        GPU); in the calling process where workers is 0."""
+        gpu = torch.device(device).type == "cuda"
+        n = (4 if gpu else 0) if self.workers is None else self.workers
+        if n == 0:
+            for ids in index_lists:
+                yield self[list(ids)]
+            return
+        dl = DataLoader(_Rows(self.dataset), batch_sampler=[list(i) for i in index_lists], num_workers=n,
+                        pin_memory=gpu, prefetch_factor=2)
+        for x in dl:
+            yield self._finish(x)

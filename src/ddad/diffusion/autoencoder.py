@@ -122,5 +122,5 @@ def fit_autoencoder(vae: AutoencoderKL, x: torch.Tensor, cfg: AutoencoderConfig,
     vae.eval().requires_grad_(False)
     device = next(vae.parameters()).device
     with torch.inference_mode():
-        raw = torch.cat([encode(vae, b.to(device), 1.0) for b in x.split(batch_size)]).cpu()
+        raw = torch.cat([encode(vae, x[s : s + batch_size].to(device), 1.0) for s in range(0, x.shape[0], batch_size)]).cpu()
     return result, latent_scale(raw), raw

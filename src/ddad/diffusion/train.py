@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..checkpoint import load_json, load_tensors, save_json, save_tensors
 from ..config import TrainConfig
+from ..data import ImageSet
 from .schedule import NoiseSchedule
 
 __all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME"]
@@ -36,10 +37,16 @@ class TrainResult:
     images_per_second: float
 
 
-def data_fingerprint(images: torch.Tensor) -> str:
-    """Short content hash of the training tensor (stored with checkpoints; resume checks it)."""
-    q = (images.float().clamp(-1, 1) * 127.5).round().to(torch.int8).cpu().numpy()
-    return hashlib.sha256(q.tobytes() + str(tuple(images.shape)).encode()).hexdigest()[:16]
+def data_fingerprint(images: torch.Tensor | ImageSet, chunk: int = 64) -> str:
+    """Short content hash of the training images (stored with checkpoints; resume checks it). Read in chunks, so an
+    ImageSet is hashed without holding it whole; a tensor and an ImageSet of the same pixels hash alike."""
+    h = hashlib.sha256()
+    n = images.shape[0]
+    for s in range(0, n, chunk):
+        q = (images[s : s + chunk].float().clamp(-1, 1) * 127.5).round().to(torch.int8).cpu().numpy()
+        h.update(q.tobytes())
+    h.update(str(tuple(images.shape)).encode())
+    return h.hexdigest()[:16]
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -115,7 +122,17 @@ class _Objective(torch.nn.Module):
         return self.loss_fn(self.model, x0, g, gd, part)
 
 
-def train_diffusion(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor, cfg: TrainConfig,
+def _step_generator(cfg: TrainConfig, step: int) -> torch.Generator:
+    """Everything random in a step (its batch first, then timesteps and noise) comes from this generator."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+
+def _batch_indices(cfg: TrainConfig, step: int, n: int) -> list[int]:
+    """The images of a step's batch: the first draw of the step's generator (as train_model's loop draws it)."""
+    return torch.randint(n, (cfg.batch_size,), generator=_step_generator(cfg, step)).tolist()
+
+
+def train_diffusion(model: torch.nn.Module, schedule: NoiseSchedule, images: torch.Tensor | ImageSet, cfg: TrainConfig,
                     ckpt_dir: str | Path, resume: bool = False, meta: dict | None = None,
                     progress: bool = False) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
     """Train `model` (eps prediction) on nominal images (N, C, H, W) in [-1, 1]; returns (result, ema weights)."""
@@ -124,7 +141,7 @@ def train_diffusion(model: torch.nn.Module, schedule: NoiseSchedule, images: tor
 
 def train_model(
     model: torch.nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageSet,
     loss_fn: LossFn,
     cfg: TrainConfig,
     ckpt_dir: str | Path,
@@ -134,6 +151,8 @@ def train_model(
     desc: str = "train",
 ) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
     """Train `model` on images (N, C, H, W) with `loss_fn`, resumable from ckpt_dir; returns (result, EMA weights).
+    images: a tensor (kept on the model's device: small nominal sets) or an ImageSet (each step's batch read on
+    demand, decoded ahead by its workers: memory does not grow with the dataset); the same batches either way.
 
     A run whose checkpoint already has cfg.steps steps returns at once (a finished stage of a resumed run)."""
     if images.shape[0] == 0:
@@ -151,7 +170,11 @@ def train_model(
     if cfg.ema_decay > 0 and ema is None:
         ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     amp = cfg.mixed_precision and device.type == "cuda"
-    images = images.to(device)  # the nominal set is small: keep it where the model is
+    if isinstance(images, torch.Tensor):
+        images = images.to(device)  # a tensor holds a small nominal set: keep it where the model is
+        batches = None
+    else:  # an ImageSet: the batches the (seed, step) generators choose, read ahead of the loop
+        batches = images.draws((_batch_indices(cfg, k, images.shape[0]) for k in range(step, cfg.steps)), device)
     ema_pairs = None if ema is None else [(ema[k], v) for k, v in model.state_dict().items()]
     w = distributed.world()
     part = distributed.shard(cfg.batch_size, w)
@@ -167,10 +190,10 @@ def train_model(
     while step < cfg.steps:
         # 1. batch and all noise from a (seed, step) generator: exact resume
         #    (noise drawn on the model's device: the same (seed, step) gives the same batch there, on CPU as before)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        g = _step_generator(cfg, step)
         idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=g)
         gd = g if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
-        x0 = images[idx.to(device)]
+        x0 = images[idx.to(device)] if batches is None else next(batches).to(device, non_blocking=True)
         # 2. the method's objective
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = objective(x0, g, gd, part)

@@ -61,7 +61,7 @@ def adapt_extractor(
     """Return an adapted copy of `extractor` (the input is left untouched).
 
     reconstruct_pair(x, y) -> x0: both (B, 3, H, W) in [0, 1]; x is noised and denoised conditioned on y.
-    images: nominal training images (N, 3, H, W) in [0, 1], N >= 2.
+    images: nominal training images (N, 3, H, W) in [0, 1], N >= 2: a tensor or a ddad.data.ImageSet.
     """
     if images.shape[0] < 2:
         raise ValueError("domain adaptation needs at least 2 nominal images")
@@ -71,6 +71,7 @@ def adapt_extractor(
     opt = torch.optim.AdamW(phi.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     n, steps, losses = images.shape[0], 0, []
+    device = next(extractor.parameters()).device
     total = cfg.epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
     bar = tqdm(total=total, desc="adapt", unit="step", disable=not progress, dynamic_ncols=True)
     for _ in range(cfg.epochs):
@@ -78,6 +79,7 @@ def adapt_extractor(
         partner = perm.roll(1)  # x_i != y_i: every target is paired with another image
         for s in range(0, n, cfg.batch_size):
             y, x = images[perm[s : s + cfg.batch_size]], images[partner[s : s + cfg.batch_size]]
+            y, x = y.to(device), x.to(device)  # no-ops for a tensor already there; an ImageSet reads to the CPU
             with torch.no_grad():
                 x0 = reconstruct_pair(x, y)
             loss = da_loss(phi, phi_bar, x0, y, cfg.layers, cfg.lambda_dl)

@@ -22,6 +22,7 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import ModelFileError, load_json, load_tensors, save_json, save_tensors
 from ..config import DDADConfig, from_dict, save_config, to_dict
+from ..data import ImageSet
 from ..diffusion import NoiseSchedule, count_parameters
 from ..diffusion.train import TrainResult
 from ..features.adapt import AdaptResult, adapt_extractor
@@ -77,8 +78,9 @@ class Prediction:
                           {k: torch.cat([p.info[k] for p in parts]) for k in parts[0].info})
 
 
-def to_model(x01: torch.Tensor) -> torch.Tensor:
-    return x01 * 2 - 1
+def to_model(x01: torch.Tensor | ImageSet) -> torch.Tensor | ImageSet:
+    """[0, 1] -> model space [-1, 1]; an ImageSet gives a view whose batches are converted as they are read."""
+    return x01.map(to_model) if isinstance(x01, ImageSet) else x01 * 2 - 1
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +189,8 @@ class Detector:
     def adapt(self, images: torch.Tensor, progress: bool = False) -> AdaptResult:
         """Domain adaptation (DDAD Eq. 10) of the feature extractor on nominal images in [0, 1]."""
         c = self.cfg.adapt
-        self.extractor, self.adapt_result = adapt_extractor(self.extractor, self.adapt_pair, images.to(self.device), c,
-                                                            progress)
+        images = images.to(self.device) if isinstance(images, torch.Tensor) else images  # an ImageSet: per batch
+        self.extractor, self.adapt_result = adapt_extractor(self.extractor, self.adapt_pair, images, c, progress)
         self.adapted = True
         return self.adapt_result
 
