@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -120,15 +121,21 @@ def collate(samples: Sequence[Sample]) -> Batch:
     )
 
 
+def _worker_count(workers: int | None, gpu: bool) -> int:
+    """data.workers resolved: None = 0 on a CPU (its cores run the model), 4 on a GPU."""
+    n = (4 if gpu else 0) if workers is None else workers
+    if n < 0:
+        raise ValueError(f"data.workers must be >= 0 (or unset for the automatic choice), got {n}")
+    return n
+
+
 def loader(dataset: Dataset, batch_size: int, workers: int | None = None, device: str | torch.device = "cpu",
            collate_fn=collate) -> DataLoader:
     """Batches of `dataset` in order, read on demand (memory holds a few batches, not the dataset).
     workers None: 0 on a CPU (decoding in the main process leaves the cores to the model), 4 on a GPU; pinned
     memory on a GPU."""
     gpu = torch.device(device).type == "cuda"
-    n = (4 if gpu else 0) if workers is None else workers
-    if n < 0:
-        raise ValueError(f"data.workers must be >= 0 (or unset for the automatic choice), got {n}")
+    n = _worker_count(workers, gpu)
     return DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, collate_fn=collate_fn, num_workers=n,
                       pin_memory=gpu, prefetch_factor=2 if n else None)
 
@@ -162,8 +169,9 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    @property
+    @cached_property
     def shape(self) -> tuple[int, ...]:
+        """(N, C, H, W), from one image read once (callers ask for it every training step)."""
         if not len(self):
             return (0,)
         return (len(self),) + tuple(self[0:1].shape[1:])
@@ -194,7 +202,7 @@ class ImageSet:
         """Batches for the given index lists, in order, decoded by `workers` processes ahead of use (pinned on a
         GPU); in the calling process where workers is 0."""
         gpu = torch.device(device).type == "cuda"
-        n = (4 if gpu else 0) if self.workers is None else self.workers
+        n = _worker_count(self.workers, gpu)
         if n == 0:
             for ids in index_lists:
                 yield self[list(ids)]

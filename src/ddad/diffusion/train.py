@@ -122,9 +122,10 @@ class _Objective(torch.nn.Module):
         return self.loss_fn(self.model, x0, g, gd, part)
 
 
-def _step_generator(cfg: TrainConfig, step: int) -> torch.Generator:
-    """Everything random in a step (its batch first, then timesteps and noise) comes from this generator."""
-    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+def _step_generator(cfg: TrainConfig, step: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """Everything random in a step (its batch first, then timesteps and noise) comes from this generator (seeded
+    alike on the model's device for the noise drawn there)."""
+    return torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
 
 
 def _batch_indices(cfg: TrainConfig, step: int, n: int) -> list[int]:
@@ -192,7 +193,7 @@ def train_model(
         #    (noise drawn on the model's device: the same (seed, step) gives the same batch there, on CPU as before)
         g = _step_generator(cfg, step)
         idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=g)
-        gd = g if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+        gd = g if device.type == "cpu" else _step_generator(cfg, step, device)
         x0 = images[idx.to(device)] if batches is None else next(batches).to(device, non_blocking=True)
         # 2. the method's objective
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -189,7 +189,7 @@ class Detector:
     def adapt(self, images: torch.Tensor, progress: bool = False) -> AdaptResult:
         """Domain adaptation (DDAD Eq. 10) of the feature extractor on nominal images in [0, 1]."""
         c = self.cfg.adapt
-        images = images.to(self.device) if isinstance(images, torch.Tensor) else images  # an ImageSet: per batch
+        # adapt_extractor moves each batch to the extractor's device (this detector's): a tensor or an ImageSet
         self.extractor, self.adapt_result = adapt_extractor(self.extractor, self.adapt_pair, images, c, progress)
         self.adapted = True
         return self.adapt_result
