@@ -5,31 +5,26 @@
 Each argument is one variant (comma-separate several overrides: "sampling.w=0,scoring.v=2"); --no-baseline skips
 the "(as trained)" row (when the benchmark already measured it). The UNet is never
 retrained; each variant works on a copy of the model, re-adapts the feature extractor from its ImageNet weights
-where features/adapt change, and re-calibrates on the held-out nominal images (`ddad.pipeline.reuse_trained`).
+where features/adapt change, and re-calibrates on the held-out nominal images (`ddad.pipeline.trial_copy`).
 """
 import argparse
-import shutil
-import tempfile
-from pathlib import Path
 
 from ddad.config import apply_overrides
 from ddad.data import load_dataset
 from ddad.detector import Detector
 from ddad.metrics import format_table
-from ddad.pipeline import reuse_trained
+from ddad.pipeline import trial_copy
+from ddad.selection import split_candidate
 
 
 def main(model_dir: str, data: str, variants: list[str], baseline: bool = True) -> None:
     base = apply_overrides(Detector.load(model_dir).cfg, [f"data.root={data}"])
     d = base.data
-    test = load_dataset(d.layout, data, "test", d.category, d.image_size, d.seed)
+    test = load_dataset(d.layout, data, "test", d.category, d.shape, d.seed)
     rows = {}
     for v in ["(as trained)"] * baseline + variants:
-        cfg = base if v == "(as trained)" else apply_overrides(base, v.split(","))
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "model"
-            shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "eval*"))
-            det, _ = reuse_trained(copy, cfg, progress=False)
+        cfg = base if v == "(as trained)" else apply_overrides(base, split_candidate(v))
+        with trial_copy(model_dir, cfg) as det:
             res = det.evaluate(test)
         rows[v] = res.metrics.with_extra(**{"s/img": res.seconds_per_image})
         print(format_table({v: rows[v]}, ("s/img",)).splitlines()[-1], flush=True)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ddad.data.synthetic import DEFECTS, SyntheticSpec, make_synthetic_dataset
+from ddad.data.synthetic import CLEAR_DEFECTS as DEFECTS, SyntheticSpec, make_synthetic_dataset
 
 CONFIG = """method: ddad
 data: {{layout: mvtec, image_size: 128, val_fraction: 0.1}}

@@ -42,9 +42,9 @@ def main() -> None:
     args = p.parse_args()
     dets, kinds = zip(*(_detector(m, args.data) for m in args.models))
     c = dets[0].cfg.data
-    if any(d.cfg.data.image_size != c.image_size for d in dets):
+    if any(d.cfg.data.shape != c.shape for d in dets):
         raise SystemExit("the models work at different image sizes; compare at one size")
-    x = stack_images(load_dataset(c.layout, args.data, "test", c.category, c.image_size, c.seed))[: args.images]
+    x = stack_images(load_dataset(c.layout, args.data, "test", c.category, c.shape, c.seed))[: args.images]
     for det, kind in zip(dets, kinds):
         if args.steps:
             det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=int(args.steps)))
@@ -57,7 +57,7 @@ def main() -> None:
             det.predict(x)
             times[m].append((time.perf_counter() - t0) / len(x))
     ref = statistics.median(times[args.models[0]])
-    print(f"{len(x)} images at {c.image_size} px, batch {dets[0].cfg.sampling.batch_size}, "
+    print(f"{len(x)} images at {c.size_label.replace('px', ' px')}, batch {dets[0].cfg.sampling.batch_size}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
     for m, det, kind in zip(args.models, dets, kinds):
         med = statistics.median(times[m])

@@ -20,7 +20,7 @@ import torch
 
 from .config import DDADConfig, to_dict
 from .data import AnomalyDataset, collate, load_dataset
-from .evaluation import peak_memory_mb
+from .evaluation import ImageRecord, NpyWriter, peak_memory_mb
 from .metrics import MapAccumulator, Metrics, format_table
 from .pipeline import nominal_split, reuse_trained, run_adapt, run_evaluate, run_train
 
@@ -70,28 +70,46 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
             det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
         label = cfg.method.upper() if n is None else f"{cfg.method.upper()}-{n}"
         res = run_evaluate(det, test, model_dir / f"eval-{cfg.method}{'' if n is None else n}", name=label)
-        rows[f"{label} ({cfg.model.preset}, {cfg.data.image_size}px)"] = res.metrics.with_extra(
+        rows[f"{label} ({cfg.model.preset}, {cfg.data.size_label})"] = res.metrics.with_extra(
             **{"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
     return rows
 
 
 def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Metrics]:
+    """PatchCore's row; its per-image scores, maps and masks go to OUT/patchcore (scores.json, maps.npy, masks.npy:
+    what `ddad report` and benchmarks/per_defect.py read)."""
     from .baselines.patchcore import PatchCoreBaseline
 
     train, _ = nominal_split(cfg)  # the same nominal images DDAD trains on
-    pc = PatchCoreBaseline()
+    pc = PatchCoreBaseline(input_size=cfg.features.input_size)  # the backbone at the size DDAD's features see
     fit = pc.fit(train)
-    acc, seconds = MapAccumulator(), 0.0
-    for s in range(0, len(test), 16):
-        batch = collate([test[i] for i in range(s, min(s + 16, len(test)))])
-        t0 = time.perf_counter()
-        scores, maps = pc.predict(batch.images)
-        seconds += time.perf_counter() - t0
-        masks = None if batch.masks is None else batch.masks[:, 0].numpy()
-        acc.add(scores.numpy(), batch.labels.numpy(), maps.numpy(), masks)
+    acc, seconds, records = MapAccumulator(), 0.0, []
+    save = out / "patchcore"
+    save.mkdir(parents=True, exist_ok=True)
+    writers = {"maps": NpyWriter(save / "maps.npy", len(test), np.float16),
+               "masks": NpyWriter(save / "masks.npy", len(test), bool)}
+    try:
+        for s in range(0, len(test), 16):
+            batch = collate([test[i] for i in range(s, min(s + 16, len(test)))])
+            t0 = time.perf_counter()
+            scores, maps = pc.predict(batch.images)
+            seconds += time.perf_counter() - t0
+            masks = None if batch.masks is None else batch.masks[:, 0].numpy()
+            acc.add(scores.numpy(), batch.labels.numpy(), maps.numpy(), masks)
+            writers["maps"].add(maps.numpy())
+            if masks is not None:
+                writers["masks"].add(masks > 0.5)
+            records += [ImageRecord(p, d, int(lab), float(sc)) for p, d, lab, sc in
+                        zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores.tolist())]
+    finally:
+        for w in writers.values():
+            w.close()
+    (save / "scores.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
     m = acc.compute().with_extra(**{"s/img": seconds / len(test), "train s": fit.fit_seconds,
                                     "peak MiB": peak_memory_mb(torch.device("cpu"))})
-    return {f"PatchCore (lite0, coreset 10%, {cfg.data.image_size}px)": m}
+    (save / "metrics.json").write_text(json.dumps({**m.as_dict(), "dataset": test.name, "name": "PatchCore"}, indent=2))
+    at = f", backbone at {cfg.features.input_size}px" if cfg.features.input_size else ""
+    return {f"PatchCore (lite0, coreset 10%, {cfg.data.size_label}{at})": m}
 
 
 BASELINES = ("patchcore",)
@@ -149,9 +167,9 @@ def run_benchmark(configs: list[DDADConfig] | DDADConfig, methods: tuple[str, ..
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d = cfg0.data
-    test = load_dataset(d.layout, d.root, "test", d.category, d.image_size, d.seed)
+    test = load_dataset(d.layout, d.root, "test", d.category, d.shape, d.seed)
     header = (f"dataset {d.layout}:{d.category or Path(d.root).name} ({len(test)} test images, "
-              f"{int(np.sum(test.labels))} defective), {d.image_size} px, no centre crop; "
+              f"{int(np.sum(test.labels))} defective), {d.size_label.replace('px', ' px')}, no centre crop; "
               f"commit {commit}; {platform.machine()}, {os.cpu_count()} CPU threads, "
               f"torch {torch.__version__}, {_device_name(device)}")
     rows: dict[str, Metrics] = {}

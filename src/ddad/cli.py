@@ -100,7 +100,7 @@ def _dataset(cfg, args: argparse.Namespace, split: str = "test"):
     root = args.data or cfg.data.root
     layout = args.layout or cfg.data.layout
     category = args.category or cfg.data.category
-    return load_dataset(layout, root, split, category, cfg.data.image_size, cfg.data.seed)
+    return load_dataset(layout, root, split, category, cfg.data.shape, cfg.data.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -176,7 +176,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     candidates = candidates_from_grid(args.grid, args.tries)
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V]")
-    sel = select_settings(args.model, candidates, args.data, args.seed, args.device)
+    sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source)
     print(f"\nproxy set: {sel.n_proxy} held-out nominal images and the same with synthetic defects; calibrated on "
           f"{sel.n_calibration}{' (the same images: too few to split)' if sel.shared else ''}\n")
     print(sel.table())
@@ -277,6 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     name = f"{cfg.method.upper()}-{cfg.sampling.steps}"
     print(f"[1/5] generating the synthetic '{args.category}' dataset (MVTec layout) in {out / 'data'}")
     root = make_synthetic_dataset(out / "data", SyntheticSpec(category=args.category, size=cfg.data.image_size,
+                                                              height=cfg.data.image_height,
                                                               seed=cfg.data.seed))
     cfg = replace(cfg, data=replace(cfg.data, root=str(root), layout="mvtec"))
     ckpts = _checkpoints(out / "model")
@@ -311,6 +312,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import CLEAR_DEFECTS, DEFECTS, SUBTLE_DEFECTS, SyntheticSpec, make_synthetic_dataset
+
+    groups = {"clear": CLEAR_DEFECTS, "subtle": SUBTLE_DEFECTS, "all": DEFECTS}
+    defects: list[str] = []
+    for d in args.defects.split(","):
+        defects += groups.get(d.strip(), (d.strip(),))
+    if args.gray and args.defects in ("clear", "all"):
+        defects = [d for d in defects if d != "colour"]  # no colour on grey images
+    unknown = sorted(set(defects) - set(DEFECTS))
+    if unknown:
+        raise SystemExit(f"unknown defects {unknown}: expected a comma list of {', '.join(DEFECTS)} or one of "
+                         f"{', '.join(groups)}")
+    spec = SyntheticSpec(category=args.category, size=args.width, height=args.height, gray=args.gray,
+                         defect_scale=args.defect_scale, defects=tuple(dict.fromkeys(defects)), n_train=args.n_train,
+                         n_test_good=args.n_test_good, n_test_per_defect=args.n_test_per_defect, seed=args.seed)
+    root = make_synthetic_dataset(args.out, spec)
+    h, w = spec.shape
+    print(f"{root}: {spec.n_train} train/good, {spec.n_test_good} test/good, {spec.n_test_per_defect} each of "
+          f"{', '.join(spec.defects)}; {w}x{h} px{' grey' if spec.gray else ''}, defect scale {spec.defect_scale}, "
+          f"seed {spec.seed} (MVTec layout: --layout mvtec --data {root})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddad", description="Anomaly detection with denoising diffusion models (DDAD, D3AD).")
     p.add_argument("--version", action="version", version=f"ddad {__version__}")
@@ -333,9 +358,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="full pipeline on generated data, a few minutes on a CPU")
     common(s)
     s.add_argument("--out", default="ddad_demo", help="output folder (default: ddad_demo)")
-    s.add_argument("--category", default="object", choices=["object", "texture", "surface"])
+    s.add_argument("--category", default="object", choices=["object", "texture", "surface", "grain"])
     s.set_defaults(func=cmd_demo)
     # (--method picks the demo config too: src/ddad/configs/demo-<method>.yaml)
+
+    s = sub.add_parser("synth", help="write a seeded synthetic category (MVTec layout): textures, surfaces, objects, "
+                                     "grey, non-square, subtle or small defects")
+    s.add_argument("--out", required=True, help="folder; the category is written to OUT/CATEGORY")
+    s.add_argument("--category", default="object", choices=["object", "texture", "surface", "grain"])
+    s.add_argument("--width", type=int, default=128, help="image width in pixels (default 128)")
+    s.add_argument("--height", type=int, help="image height in pixels (default: the width)")
+    s.add_argument("--gray", action="store_true", help="grey images (8-bit greyscale PNGs)")
+    s.add_argument("--defects", default="clear", help="comma list of defect kinds, or clear (default), subtle, all")
+    s.add_argument("--defect-scale", type=float, default=1.0, help="every defect's size times this (default 1)")
+    s.add_argument("--n-train", type=int, default=120)
+    s.add_argument("--n-test-good", type=int, default=20)
+    s.add_argument("--n-test-per-defect", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train a diffusion model on nominal images and calibrate it")
     common(s)
@@ -374,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one more candidate, e.g. --try sampling.start_level=500,glad.t_min=150")
     s.add_argument("--data", help="dataset folder of the nominal images (default: the model's data.root)")
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects")
+    s.add_argument("--proxy-source", help="content of the synthetic defects: grid (the image's own shuffled cells), "
+                                          "texture (generated; use it for stochastic textures, whose shuffled cells "
+                                          "look nominal) or a folder of texture images (default: the config's, grid)")
     s.add_argument("--apply", action="store_true",
                    help="save the best candidate into the model (re-calibrated) and write selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

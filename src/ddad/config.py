@@ -30,10 +30,28 @@ class DataConfig:
     layout: str = "mvtec"  # one of ddad.data.LAYOUTS
     root: str = ""  # dataset folder (category folder, or dataset root + category)
     category: str | None = None
-    image_size: int = 64  # paper: 256; CPU presets train at 64-128
+    image_size: int = 64  # paper: 256; CPU presets train at 64-128. The width when image_height is set
+    image_height: int | None = None  # non-square images: height in pixels, image_size the width (None = square)
     val_fraction: float = 0.1  # nominal training images held out (seeded) for score calibration
     seed: int = 0  # seeds the documented splits (validation, MTD, folder)
     workers: int | None = None  # DataLoader worker processes; None = 0 on a CPU (the cores run the model), 4 on a GPU
+
+    def __post_init__(self) -> None:
+        for key in ("image_size", "image_height"):
+            v = getattr(self, key)
+            if v is not None and v < 8:
+                raise ConfigError(f"data.{key} must be >= 8 pixels, got {v}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) every image is resized to."""
+        return (self.image_height or self.image_size, self.image_size)
+
+    @property
+    def size_label(self) -> str:
+        """'128px' for square images, '128x96px' (width x height) otherwise."""
+        h, w = self.shape
+        return f"{w}px" if h == w else f"{w}x{h}px"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,7 +23,7 @@ from .evaluation import EvalResult
 from .metrics import format_table
 from .report import labelled_panel, overlay, save_png, to_uint8
 
-__all__ = ["stack_images", "nominal_split", "input_files", "run_train", "run_adapt", "reuse_trained", "run_evaluate", "run_predict",
+__all__ = ["stack_images", "nominal_split", "input_files", "run_train", "run_adapt", "reuse_trained", "trial_copy", "run_evaluate", "run_predict",
            "PredictRecord"]
 
 log = logging.getLogger(__name__)
@@ -30,20 +34,42 @@ def stack_images(ds: AnomalyDataset) -> torch.Tensor:
     return torch.stack([ds[i].image for i in range(len(ds))])
 
 
+def aspect_note(path: Path, shape: tuple[int, int]) -> str | None:
+    """A warning (logged and returned) where the images' aspect differs from the configured one by more than 5%:
+    resizing then stretches them, which thin or round defects do not survive unchanged."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+    th, tw = shape
+    if abs((w / h) / (tw / th) - 1) <= 0.05:
+        return None
+    # the multiple-of-8 pair (the CPU presets' downsampling) nearest the configured width that keeps the aspect best
+    pairs = [(cw, 8 * max(1, round(cw * h / w / 8))) for cw in range(max(8, tw - 32), tw + 33, 8)]
+    cw, ch = min(pairs, key=lambda p: (round(abs((p[0] / p[1]) / (w / h) - 1), 2), abs(p[0] - tw)))
+    msg = (f"images are {w}x{h} (aspect {w / h:.2f}) but the model's size is {tw}x{th} (aspect {tw / th:.2f}): "
+           f"every image is stretched. To keep the aspect set data.image_size: {cw} and data.image_height: {ch} "
+           f"(aspect {cw / ch:.2f}; sides divisible by the UNet's downsampling: 8 for the CPU presets, 16 for the "
+           "latent ones)")
+    log.warning(msg)
+    return msg
+
+
 def nominal_split(cfg: DDADConfig) -> tuple[ImageSet, ImageSet]:
     """(train, validation) nominal images, read on demand (ddad.data.ImageSet: training, adaptation and calibration
     hold a batch at a time, not the dataset): validation is a seeded `val_fraction` of the training folder."""
     d = cfg.data
     if not d.root:
         raise ValueError("no dataset given: set data.root (e.g. --set data.root=path/to/bottle)")
-    ds = load_dataset(d.layout, d.root, "train", d.category, d.image_size, d.seed)
+    ds = load_dataset(d.layout, d.root, "train", d.category, d.shape, d.seed)
+    aspect_note(ds.items[0].image, d.shape)
     if d.val_fraction <= 0 or len(ds) < 4:
         images = ImageSet(ds, workers=d.workers)
         return images, images  # calibrate on the training images themselves
     train_paths, val_paths = seeded_split([it.image for it in ds.items], 1 - d.val_fraction, d.seed)
     keep = set(train_paths)
-    tr = AnomalyDataset([it for it in ds.items if it.image in keep], d.image_size, ds.mask_threshold, ds.name)
-    va = AnomalyDataset([it for it in ds.items if it.image not in keep], d.image_size, ds.mask_threshold, ds.name)
+    tr = AnomalyDataset([it for it in ds.items if it.image in keep], d.shape, ds.mask_threshold, ds.name)
+    va = AnomalyDataset([it for it in ds.items if it.image not in keep], d.shape, ds.mask_threshold, ds.name)
     return ImageSet(tr, workers=d.workers), ImageSet(va, workers=d.workers)
 
 
@@ -100,8 +126,20 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool,
 # A method's own section (config.METHOD_SECTIONS) counts as trained (it holds its networks' settings), except the
 # keys its class lists in `inference_options`.
 TRAINED_SECTIONS = ("method", "model", "train", "schedule")
-TRAINED_DATA = ("layout", "category", "image_size", "val_fraction", "seed")
+TRAINED_DATA = ("layout", "category", "image_size", "image_height", "val_fraction", "seed")
 REDONE_SECTIONS = ("features", "adapt", "sampling", "scoring")
+
+
+@contextmanager
+def trial_copy(model_dir: str | Path, cfg: DDADConfig, device: str = "cpu",
+               calibration: torch.Tensor | None = None) -> Iterator[Detector]:
+    """`reuse_trained` on a temporary copy of the model (without checkpoints and evaluations): the detector for
+    `cfg`, re-adapted/re-calibrated as needed, while the model itself stays untouched (selection, ablations)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "model"
+        shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "eval*"))
+        det, _ = reuse_trained(copy, cfg, progress=False, device=device, calibration=calibration)
+        yield det
 
 
 def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True, device: str = "cpu",
@@ -245,7 +283,7 @@ def run_predict(det: Detector, paths: list[str | Path], out: str | Path, progres
         batch, images = [], []
         for order, (f, name) in named[s : s + bs]:
             try:
-                images.append(read_image(f, det.cfg.data.image_size))
+                images.append(read_image(f, det.cfg.data.shape))
                 batch.append((order, f, name))
             except ImageReadError as e:
                 log.error("skipped %s: %s", f, e)

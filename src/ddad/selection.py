@@ -22,8 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "candidates_from_grid", "Selection", "select_settings", "MIN_SPLIT"]
+__all__ = ["ProxySet", "proxy_set", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -82,6 +80,19 @@ def objective(m: Metrics) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def split_candidate(candidate: str) -> list[str]:
+    """A candidate's overrides: split at the commas outside brackets ("a=1,features.layers=[2,3]" -> 2 items)."""
+    out, depth, cur = [], 0, ""
+    for ch in candidate:
+        depth += (ch in "[{(") - (ch in "]})")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [o.strip() for o in out + [cur] if o.strip()]
+
+
 def candidates_from_grid(grid: list[list[str]], tries: list[str] = ()) -> list[str]:
     """Candidates as comma-joined override lists: the product of grid axes [key, v1, v2, ...] plus explicit tries
     ("k=v,k2=v2"). The empty candidate "" (the model as saved) is always first."""
@@ -111,10 +122,12 @@ class Selection:
 
 
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
-                    device: str = "cpu", progress: bool = True) -> Selection:
-    """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc)."""
+                    device: str = "cpu", progress: bool = True, proxy_source: str | None = None) -> Selection:
+    """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
+    proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder);
+    None = the config's. On a stochastic texture the image's own shuffled cells (grid) look nominal: use texture."""
     from .detector import Detector
-    from .pipeline import nominal_split, reuse_trained
+    from .pipeline import nominal_split, trial_copy
 
     model_dir = Path(model_dir)
     base = Detector.load(model_dir, device)
@@ -127,14 +140,12 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     if shared:
         log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
                     "for a cleaner split)", n)
-    proxy = proxy_set(nominal, proxy_spec(cfg0), seed)
+    spec = proxy_spec(cfg0) if proxy_source is None else replace(proxy_spec(cfg0), source=proxy_source)
+    proxy = proxy_set(nominal, spec, seed)
     rows: dict[str, Metrics] = {}
     for c in candidates:
-        cfg = apply_overrides(cfg0, [o for o in c.split(",") if o]) if c else cfg0
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "model"
-            shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "eval*"))
-            det, _ = reuse_trained(copy, cfg, progress=False, device=device, calibration=cal)
+        cfg = apply_overrides(cfg0, split_candidate(c)) if c else cfg0
+        with trial_copy(model_dir, cfg, device, calibration=cal) as det:
             m = proxy_metrics(det, proxy)
         rows[c] = m.with_extra(objective=objective(m))
         if progress:
@@ -151,7 +162,7 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
 
     model_dir = Path(model_dir)
     if sel.best:
-        cfg = apply_overrides(Detector.load(model_dir, device).cfg, sel.best.split(","))
+        cfg = apply_overrides(Detector.load(model_dir, device).cfg, split_candidate(sel.best))
         reuse_trained(model_dir, cfg, progress=False, device=device)
     (model_dir / "selection.json").write_text(json.dumps({
         "best": sel.best, "objective": "mean of proxy image AUROC, pixel AUROC, PRO",

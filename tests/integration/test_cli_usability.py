@@ -126,3 +126,16 @@ def test_predict_skips_an_unreadable_file_and_counts_it(tiny_model, tiny_object,
     assert "3 images:" in text and "1 unreadable, skipped" in text
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert sorted(p["path"].split("/")[-1] for p in preds) == sorted(g.name for g in goods)
+
+
+def test_synth_writes_a_grey_non_square_stand_in_and_names_unknown_defects(tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path), "--category", "grain", "--gray", "--width", "48", "--height", "32",
+            "--defects", "subtle,crack", "--n-train", "2", "--n-test-good", "1", "--n-test-per-defect", "1"]
+    assert main(args) == 0
+    assert "48x32 px grey" in capsys.readouterr().out
+    root = tmp_path / "grain"
+    assert sorted(p.name for p in (root / "test").iterdir()) == ["crack", "faint", "fray", "good", "pit", "thin"]
+    assert Image.open(root / "test" / "pit" / "000.png").size == (48, 32)
+    assert Image.open(root / "ground_truth" / "pit" / "000_mask.png").size == (48, 32)
+    with pytest.raises(SystemExit, match="unknown defects \\['dent'\\]"):
+        main(["synth", "--out", str(tmp_path / "x"), "--defects", "thin,dent"])

@@ -112,3 +112,11 @@ def test_anomaly_sheet_shows_each_sample_with_its_mask_and_outline():
         assert np.array_equal(shown_mask, masks[i, 0].numpy() > 0.5)
         red = (row[:, 3 * 22 : 3 * 22 + 20] == (255, 0, 0)).all(axis=-1)
         assert red.any() and not (red & ~shown_mask).any()  # the outline lies on the mask
+
+
+@pytest.mark.parametrize("source", ["grid", "texture"])
+def test_a_grey_image_gets_a_grey_defect(source):
+    x = _object(3).mean(dim=0, keepdim=True).repeat(3, 1, 1)
+    s = synthesize(x, np.random.default_rng(0), AnomalySpec(source=source), force=True)
+    assert s.mask.any() and (s.image - x).abs().max() > 0.01
+    assert torch.allclose(s.image[0], s.image[1], atol=1e-6) and torch.allclose(s.image[1], s.image[2], atol=1e-6)

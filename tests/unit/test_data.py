@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from ddad.data import DatasetLayoutError, ImageReadError, collate, load_dataset, read_image, read_mask, seeded_split
-from ddad.data.synthetic import DEFECTS
+from ddad.data.synthetic import CLEAR_DEFECTS as DEFECTS
 
 
 def test_mvtec_layout_counts_and_sample_type(tiny_object):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddad.config import DDADConfig
-from ddad.selection import candidates_from_grid, proxy_set, proxy_spec, select_settings
+from ddad.selection import candidates_from_grid, proxy_set, proxy_spec, select_settings, split_candidate
 
 
 def test_proxy_set_pairs_every_nominal_image_with_a_masked_defective_copy():
@@ -36,6 +36,13 @@ def test_candidates_are_the_grid_product_plus_tries_after_the_saved_settings():
                  "scoring.sigma=2"]
     with pytest.raises(ValueError, match="key and its values"):
         candidates_from_grid([["glad.t_min=100"]])
+
+
+def test_a_candidate_splits_at_commas_outside_brackets():
+    c = candidates_from_grid([["sampling.w", "0", "3"], ["features.layers", "[2,3]", "[3]"]])
+    assert [split_candidate(x) for x in c[1:3]] == [["sampling.w=0", "features.layers=[2,3]"],
+                                                    ["sampling.w=0", "features.layers=[3]"]]
+    assert split_candidate("") == [] and split_candidate("a=1, b={x: 1, y: 2}") == ["a=1", "b={x: 1, y: 2}"]
 
 
 def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_path, capsys):

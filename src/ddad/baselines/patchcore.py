@@ -25,7 +25,7 @@ class PatchCoreBaseline:
     """fit(nominal images) / predict(images) -> (scores (B,), maps (B, H, W)); images (B, 3, H, W) in [0, 1]."""
 
     def __init__(self, coreset_ratio: float = 0.1, num_neighbors: int = 9, layers: tuple[int, ...] = (2, 3),
-                 batch_size: int = 16):
+                 batch_size: int = 16, input_size: int | None = None):
         try:
             from anomalib.models.image.patchcore.torch_model import PatchcoreModel
         except ImportError as e:
@@ -39,9 +39,16 @@ class PatchCoreBaseline:
         assert not missing, f"PatchCore backbone keys not loaded: {missing[:5]}"
         self.coreset_ratio = coreset_ratio
         self.batch_size = batch_size
+        self.input_size = input_size  # the backbone sees images resized so their longer side is this (None: as given)
 
-    @staticmethod
-    def _norm(x: torch.Tensor) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> the [-1, 1] the TF-ported weights expect, resized (bilinear, as ddad's FeatureExtractor) to
+        input_size on the longer side: the same pixels per feature cell as ddad's feature maps."""
+        h, w = x.shape[-2:]
+        if self.input_size and max(h, w) != self.input_size:
+            f = self.input_size / max(h, w)
+            x = torch.nn.functional.interpolate(x, size=(round(h * f), round(w * f)), mode="bilinear",
+                                                align_corners=False, antialias=f < 1)
         return x * 2 - 1
 
     def fit(self, images: torch.Tensor) -> PatchCoreResult:
@@ -58,4 +65,8 @@ class PatchCoreBaseline:
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image: nearest-neighbour scores do not depend on the other images in the batch."""
         out = self.model(self._norm(images))
-        return out.pred_score.reshape(-1), out.anomaly_map[:, 0]
+        maps = out.anomaly_map
+        if maps.shape[-2:] != images.shape[-2:]:  # back to the images' size, where the masks are
+            maps = torch.nn.functional.interpolate(maps, size=tuple(images.shape[-2:]), mode="bilinear",
+                                                   align_corners=False, antialias=True)
+        return out.pred_score.reshape(-1), maps[:, 0]

@@ -36,7 +36,7 @@ def load_dataset(
     root: str | Path,
     split: str,
     category: str | None = None,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     seed: int = 0,
 ) -> AnomalyDataset:
     """Index a dataset folder. split: "train" (nominal only) or "test".

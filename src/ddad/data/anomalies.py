@@ -172,6 +172,8 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
         src = generated_texture(h, w, rng)
     else:
         src = _folder_texture(Path(spec.source), h, w, rng)
+    if np.ptp(x, axis=-1).max() < 1e-6:  # a grey image gets a grey defect (its luminance), not a colour patch
+        src = np.repeat((src @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=-1)
     beta = float(rng.uniform(0, spec.beta_max))
     mf = m[..., None].astype(np.float64)
     out = (1 - mf) * x + mf * ((1 - beta) * src + beta * x)

@@ -51,12 +51,14 @@ def seeded_split(paths: Sequence[Path], train_fraction: float, seed: int) -> tup
 
 
 class AnomalyDataset(Dataset):
-    """A list of Items read on demand into Samples at a fixed square size.
+    """A list of Items read on demand into Samples at a fixed size (a square side or (height, width); None: as
+    stored).
 
     mask_threshold: grey/255 above which a mask pixel is anomalous (layout-specific, see read_mask).
     """
 
-    def __init__(self, items: Sequence[Item], image_size: int | None, mask_threshold: float, name: str):
+    def __init__(self, items: Sequence[Item], image_size: int | tuple[int, int] | None, mask_threshold: float,
+                 name: str):
         self.items = list(items)
         self.image_size = image_size
         self.mask_threshold = mask_threshold

@@ -83,12 +83,22 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """Read an image as (3, size, size) float32 in [0, 1] (bicubic resize with antialiasing)."""
+def hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """(height, width) of a size given as a square side or (height, width); None stays None."""
+    if size is None:
+        return None
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an image as (3, H, W) float32 in [0, 1]: size a square side or (height, width), bicubic resize with
+    antialiasing; None keeps the stored size."""
     return _to_tensor(_open(Path(path)), size)
 
 
-def decode_image(data: bytes, size: int | None = None, max_pixels: int = 50_000_000, min_side: int = 16) -> torch.Tensor:
+def decode_image(data: bytes, size: int | tuple[int, int] | None = None, max_pixels: int = 50_000_000, min_side: int = 16) -> torch.Tensor:
     """Decode uploaded bytes like read_image. The pixel count is checked from the header, before decoding,
     so a small file that claims 20000x20000 pixels is refused without allocating it.
 
@@ -176,22 +186,25 @@ def _check_png_complete(data: bytes) -> None:
                                 "(a truncated or forged file)")
 
 
-def _to_tensor(img: Image.Image, size: int | None) -> torch.Tensor:
-    if size is not None and min(img.size) >= 4 * size and img.mode in ("RGB", "RGBA", "L", "LA", "P"):
-        # a box reduction in Pillow first (exact averaging, fast on uint8), leaving >= 2x the target size for the
-        # antialiased bicubic below: a 6000x6000 upload no longer makes a 430 MB float image
-        img = img.convert("RGB").reduce(min(img.size) // (2 * size))
+def _to_tensor(img: Image.Image, size: int | tuple[int, int] | None) -> torch.Tensor:
+    target = hw(size)
+    if target is not None and img.mode in ("RGB", "RGBA", "L", "LA", "P"):
+        f = min(img.size[0] // (2 * target[1]), img.size[1] // (2 * target[0]))
+        if f >= 2:
+            # a box reduction in Pillow first (exact averaging, fast on uint8), leaving >= 2x the target size for
+            # the antialiased bicubic below: a 6000x6000 upload no longer makes a 430 MB float image
+            img = img.convert("RGB").reduce(f)
     arr = _to_rgb_array(img)
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-    if size is not None and (t.shape[1] != size or t.shape[2] != size):
+    if target is not None and tuple(t.shape[1:]) != target:
         t = torch.nn.functional.interpolate(
-            t[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
+            t[None], size=target, mode="bicubic", antialias=True, align_corners=False
         )[0].clamp(0, 1)
     return t.contiguous()
 
 
-def read_mask(path: str | Path, size: int | None = None, threshold: float = 0.5) -> torch.Tensor:
-    """Read a ground-truth mask as (1, size, size) float32 {0,1}.
+def read_mask(path: str | Path, size: int | tuple[int, int] | None = None, threshold: float = 0.5) -> torch.Tensor:
+    """Read a ground-truth mask as (1, H, W) float32 {0,1} (size as read_image's).
 
     Nearest-neighbour resize (never bilinear: that dilates or erodes thin defects), then binarised:
     a pixel is anomalous where its grey value / 255 > threshold (MVTec 0/255 masks: 0.5; MTD soft edges:
@@ -200,8 +213,9 @@ def read_mask(path: str | Path, size: int | None = None, threshold: float = 0.5)
     img = _open(Path(path))
     if img.mode not in ("L", "1", "P", "I", "I;16", "F"):
         img = img.convert("L")
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.NEAREST)
+    target = hw(size)
+    if target is not None and img.size != (target[1], target[0]):
+        img = img.resize((target[1], target[0]), Image.NEAREST)
     arr = np.asarray(img, dtype=np.float32)
     if img.mode == "1":
         arr = arr * 255.0

@@ -53,16 +53,20 @@ def load_pretrained_autoencoder(path: str | Path) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
 
 
-def build_latent_pair(cfg: AutoencoderConfig, preset: str, image_size: int, meta: dict | None = None):
+def build_latent_pair(cfg: AutoencoderConfig, preset: str, image_size: int | tuple[int, int], meta: dict | None = None):
     """(autoencoder, eps-UNet on its latents) for a latent method (D3AD; GLAD with space: latent); `meta` is a saved
     model's model.json, whose autoencoder_config rebuilds the saved architecture."""
-    from .unet import build_unet
+    from .unet import PRESETS, build_unet
 
     vae = build_autoencoder(cfg, None if meta is None else meta.get("autoencoder_config"))
     f = downsampling(vae)
-    if image_size % f:
-        raise ValueError(f"data.image_size {image_size} must be divisible by the autoencoder's downsampling {f}")
-    return vae, build_unet(preset, image_size // f, vae.config.latent_channels)
+    h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    need = f * (2 ** (len(PRESETS[preset].channels) - 1) if preset in PRESETS else 1)
+    if h % need or w % need:
+        raise ValueError(f"image sides {w} x {h} (data.image_size x data.image_height) must be multiples of {need} "
+                         f"for this latent model (the autoencoder downsamples {f}x, UNet preset {preset!r} "
+                         f"{need // f}x more)")
+    return vae, build_unet(preset, (h // f, w // f), vae.config.latent_channels)
 
 
 def downsampling(vae: AutoencoderKL) -> int:

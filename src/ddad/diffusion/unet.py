@@ -42,18 +42,23 @@ PRESETS: dict[str, UNetPreset] = {
 }
 
 
-def build_unet(preset: str, image_size: int, channels: int = 3, out_channels: int | None = None) -> UNet2DModel:
-    """A fresh eps-prediction UNet for (channels, image_size, image_size) inputs (3 for images, the latent channels
-    for latent diffusion). image_size must be divisible by 2**(levels-1). out_channels defaults to `channels`
-    (2 * channels for a learned variance, improved DDPM)."""
+def build_unet(preset: str, image_size: int | tuple[int, int], channels: int = 3,
+               out_channels: int | None = None) -> UNet2DModel:
+    """A fresh eps-prediction UNet for (channels, H, W) inputs (3 for images, the latent channels for latent
+    diffusion); image_size is a square side or (height, width), each divisible by 2**(levels-1). out_channels
+    defaults to `channels` (2 * channels for a learned variance, improved DDPM)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     factor = 2 ** (len(p.channels) - 1)
-    if image_size % factor:
-        raise ValueError(f"preset {preset!r} needs image_size divisible by {factor}, got {image_size}")
+    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+    if any(int(v) % factor for v in sides):
+        raise ValueError(f"preset {preset!r} needs image sides divisible by {factor}, got "
+                         f"{' x '.join(map(str, sides))}; set data.image_size (and data.image_height) to multiples "
+                         f"of {factor}")
+    h, w = (sides[0], sides[-1])
     return UNet2DModel(
-        sample_size=image_size,
+        sample_size=int(h) if h == w else (int(h), int(w)),
         in_channels=channels,
         out_channels=channels if out_channels is None else out_channels,
         layers_per_block=p.layers_per_block,

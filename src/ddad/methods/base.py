@@ -233,9 +233,11 @@ class Detector:
 
     def predict(self, images: torch.Tensor) -> Prediction:
         """Scores and maps for images (B, 3, H, W) in [0, 1] (resized to the model's size beforehand)."""
-        size = self.cfg.data.image_size
-        if images.shape[-2:] != (size, size):
-            raise ValueError(f"images must be {size}x{size} (the model's size), got {tuple(images.shape[-2:])}")
+        h, w = self.cfg.data.shape
+        if tuple(images.shape[-2:]) != (h, w):
+            raise ValueError(f"images must be {w}x{h} pixels (width x height, the model's size), got "
+                             f"{images.shape[-1]}x{images.shape[-2]}; read them with ddad.data.read_image(path, "
+                             f"cfg.data.shape)")
         constants = None if self.calibration is None else self.calibration.constants
         parts = []
         for y in self._batches(images):

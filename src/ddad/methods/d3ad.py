@@ -58,7 +58,7 @@ class D3AD(Detector):
             raise ValueError("sampling.official_offbyone mimics the official DDAD code; D3AD does not use it")
         if c.feature_reference not in ("decoded", "input"):
             raise ValueError(f"d3ad.feature_reference must be decoded or input, got {c.feature_reference!r}")
-        vae, unet = build_latent_pair(c.autoencoder, cfg.model.preset, cfg.data.image_size, meta)
+        vae, unet = build_latent_pair(c.autoencoder, cfg.model.preset, cfg.data.shape, meta)
         # a saved model's kNN bank keeps the input size it was fitted at, whatever the config says now
         start_size = (meta or {}).get("start_input_size", c.start_input_size)
         return cls(cfg, vae, unet, _extractor(cfg), start_input_size=start_size)

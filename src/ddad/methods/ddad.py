@@ -27,7 +27,7 @@ class DDAD(Detector):
 
     @classmethod
     def build(cls, cfg: DDADConfig, meta: dict | None = None) -> "DDAD":
-        return cls(cfg, build_unet(cfg.model.preset, cfg.data.image_size), _extractor(cfg))
+        return cls(cfg, build_unet(cfg.model.preset, cfg.data.shape), _extractor(cfg))
 
     def networks(self) -> dict[str, nn.Module]:
         return {"unet": self.unet}

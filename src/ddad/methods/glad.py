@@ -114,10 +114,10 @@ class GLAD(Detector):
         if g.atp:
             anomaly_spec(cfg)  # validates the anomaly options now, not at the first training step
         if g.space == "pixel":
-            return cls(cfg, build_unet(cfg.model.preset, cfg.data.image_size), _extractor(cfg))
+            return cls(cfg, build_unet(cfg.model.preset, cfg.data.shape), _extractor(cfg))
         if g.space != "latent":
             raise ValueError(f"glad.space must be pixel or latent, got {g.space!r}")
-        vae, unet = build_latent_pair(g.autoencoder, cfg.model.preset, cfg.data.image_size, meta)
+        vae, unet = build_latent_pair(g.autoencoder, cfg.model.preset, cfg.data.shape, meta)
         return cls(cfg, unet, _extractor(cfg), vae=vae)
 
     def networks(self) -> dict[str, nn.Module]:

@@ -43,7 +43,7 @@ FEATURE_LAYERS = (1, 2, 3)  # the backbone's multi-stage features the head regre
 class RANNet(nn.Module):
     """UNet (eps and variance channels) + a feature head on the output of its last up block."""
 
-    def __init__(self, unet: nn.Module, feature_channels: int, grid: int, hidden: int):
+    def __init__(self, unet: nn.Module, feature_channels: int, grid: int | tuple[int, int], hidden: int):
         super().__init__()
         self.unet = unet
         self.grid = grid
@@ -61,10 +61,17 @@ class RANNet(nn.Module):
         self._decoder = output
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(UNet output (B, 2C, H, W): eps then v, head output (B, F, grid, grid))."""
+        """(UNet output (B, 2C, H, W): eps then v, head output (B, F, *grid))."""
         out = self.unet(x_t, t).sample
         dec, self._decoder = self._decoder, None
         return out, self.head(F.adaptive_avg_pool2d(dec, self.grid))
+
+
+def feature_grid(cfg: DDADConfig) -> tuple[int, int]:
+    """The head's (rows, columns): ran.feature_grid columns, rows in the images' aspect (square images: G x G)."""
+    h, w = cfg.data.shape
+    g = cfg.ran.feature_grid
+    return max(1, round(g * h / w)), g
 
 
 def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -156,8 +163,8 @@ class RAN(Detector):
         if not all(1 <= k < c.respacing for k in c.timesteps):
             raise ValueError(f"ran.timesteps must be steps 1..{c.respacing - 1} of the respacing, got {c.timesteps}")
         ext = _extractor(cfg)
-        unet = build_unet(cfg.model.preset, cfg.data.image_size, 3, out_channels=6)
-        return cls(cfg, RANNet(unet, sum(ext.channels[j - 1] for j in FEATURE_LAYERS), c.feature_grid,
+        unet = build_unet(cfg.model.preset, cfg.data.shape, 3, out_channels=6)
+        return cls(cfg, RANNet(unet, sum(ext.channels[j - 1] for j in FEATURE_LAYERS), feature_grid(cfg),
                                c.head_channels), ext)
 
     def networks(self) -> dict[str, nn.Module]:
@@ -184,10 +191,10 @@ class RAN(Detector):
 
     # ---- features --------------------------------------------------------------------------------
     def grid_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, F, G, G) backbone layers 1-3 of images in [0, 1], each resized to the head's grid, concatenated."""
-        g = self.cfg.ran.feature_grid
+        """(B, F, *grid) backbone layers 1-3 of images in [0, 1], each resized to the head's grid, concatenated."""
+        g = feature_grid(self.cfg)
         f = self.extractor(images, FEATURE_LAYERS)
-        return torch.cat([F.interpolate(f[j], size=(g, g), mode="bilinear", align_corners=False, antialias=True)
+        return torch.cat([F.interpolate(f[j], size=g, mode="bilinear", align_corners=False, antialias=True)
                           for j in FEATURE_LAYERS], dim=1)
 
     def _target(self, images: torch.Tensor) -> torch.Tensor:

@@ -76,21 +76,37 @@ def _order(scores: np.ndarray, labels: np.ndarray, worst: int) -> np.ndarray:
     return np.array(merged[:worst], dtype=int)
 
 
-def _per_defect(records, scores, labels, maps, masks) -> list[str]:
-    """Rows of a table: each defect type against the good images (image AUROC), and its own pixel metrics."""
+def per_defect_metrics(records, scores, labels, maps=None, masks=None) -> dict[str, tuple]:
+    """defect type -> (images, image AUROC against all good images, pixel AUROC, PRO over those images)."""
     types = [r["defect_type"] for r in records]
     good = ~labels
-    rows = []
+    out = {}
     for t in sorted({t for t, lab in zip(types, labels) if lab}):
         of_type = np.array([ty == t for ty in types])
         sel = of_type | good
         m = compute_metrics(scores[sel], labels[sel], None if maps is None else maps[sel],
                             None if masks is None else masks[sel])
-        n = int(of_type.sum())
-        cells = [m.image_auroc, m.pixel_auroc, m.pro]
-        rows.append(f"<tr><td>{html.escape(t)}</td><td>{n}</td>" + "".join(
-            "<td>-</td>" if v is None else f"<td>{100 * v:.1f}</td>" for v in cells) + "</tr>")
-    return rows
+        out[t] = (int(of_type.sum()), m.image_auroc, m.pixel_auroc, m.pro)
+    return out
+
+
+def _per_defect(records, scores, labels, maps, masks) -> list[str]:
+    """Rows of a table: each defect type against the good images (image AUROC), and its own pixel metrics."""
+    return [f"<tr><td>{html.escape(t)}</td><td>{n}</td>" + "".join(
+            "<td>-</td>" if v is None else f"<td>{100 * v:.1f}</td>" for v in cells) + "</tr>"
+            for t, (n, *cells) in per_defect_metrics(records, scores, labels, maps, masks).items()]
+
+
+def load_evaluation(eval_dir: str | Path) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray | None,
+                                                    np.ndarray | None]:
+    """(records, scores, labels as bool, maps or None, masks or None) of a saved evaluation folder."""
+    d = Path(eval_dir)
+    records = _load(d, "scores.json")
+    if records is None:
+        raise FileNotFoundError(f"{d} has no scores.json; run `ddad evaluate --model ... --out {d}` first")
+    scores = np.array([r["score"] for r in records])
+    labels = np.array([r["label"] for r in records]).astype(bool)
+    return records, scores, labels, _load(d, "maps.npy"), _load(d, "masks.npy")
 
 
 def _info_histograms(records: list[dict], labels: np.ndarray) -> list[str]:
@@ -121,13 +137,10 @@ def _run_name(d: Path, metrics: dict) -> str:
 def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int = 40) -> Path:
     d = Path(eval_dir)
     metrics = _load(d, "metrics.json")
-    records = _load(d, "scores.json")
-    if metrics is None or records is None:
+    if metrics is None or _load(d, "scores.json") is None:
         raise FileNotFoundError(f"{d} has no metrics.json/scores.json; run `ddad evaluate --model ... --out {d}` first")
-    maps, masks = _load(d, "maps.npy"), _load(d, "masks.npy")
+    records, scores, labels, maps, masks = load_evaluation(d)
     inputs, recon, cal = _load(d, "inputs.npy"), _load(d, "reconstructions.npy"), _load(d, "calibration.json") or {}
-    scores = np.array([r["score"] for r in records])
-    labels = np.array([r["label"] for r in records]).astype(bool)
     threshold, pix_thr = cal.get("threshold"), cal.get("pixel_threshold")
     run = _run_name(d, metrics)
     parts = [f"<h1>ddad report: {html.escape(run)}</h1>",

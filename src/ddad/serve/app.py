@@ -82,6 +82,7 @@ def create_app(detector, limits: ServeLimits = ServeLimits(), api_key: str | Non
     async def model() -> dict:
         c = detector.cfg
         return {"ddad_version": __version__, "method": c.method, "preset": c.model.preset, "image_size": c.data.image_size,
+                "image_height": c.data.shape[0],
                 "backbone": c.features.backbone, "adapted": detector.adapted, "sampling": c.sampling.__dict__,
                 "threshold": threshold, "pixel_threshold": cal.pixel_threshold if cal else None,
                 "false_reject_rate": c.scoring.false_reject_rate,
@@ -96,7 +97,7 @@ def create_app(detector, limits: ServeLimits = ServeLimits(), api_key: str | Non
         if not data:
             raise HTTPException(400, "empty upload: send an image file in the 'file' field")
         try:
-            x = await asyncio.to_thread(decode_image, data, detector.cfg.data.image_size, limits.max_pixels,
+            x = await asyncio.to_thread(decode_image, data, detector.cfg.data.shape, limits.max_pixels,
                                         limits.min_side)
         except ImageReadError as e:
             status = 415  # not an image at all

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 13's stand-in categories: generated data (no real category needed) that the bottle recipe has not seen.
+#   grain    grey 128x96 (non-square) stochastic texture; subtle defects: hairline, faint blob, pit, torn edge
+#   texture  grey 128x128 woven pattern; the subtle defects and a clear crack
+#   surface  colour 128x128 brushed metal; all nine defect kinds at half size (small defects)
+# Each: DDAD (CONFIG, default configs/mvtec/bottle-cpu.yaml, at STEPS training steps) and PatchCore in one
+# `ddad benchmark` table, then the per-defect-type metrics.
+#   benchmarks/standins.sh OUT [STEPS] [CONFIG] [CATEGORY ...]
+#   benchmarks/standins.sh runs/standins 800 configs/mvtec/bottle-cpu.yaml grain
+set -euo pipefail
+[ $# -ge 1 ] || { sed -n 2,9p "$0"; exit 2; }
+out=$1 steps=${2:-800} cfg=${3:-configs/mvtec/bottle-cpu.yaml}; shift $(( $# < 3 ? $# : 3 ))
+cats=("$@"); [ ${#cats[@]} -gt 0 ] || cats=(grain texture surface)
+declare -A make=(
+  [grain]="--category grain --gray --width 128 --height 96 --defects subtle --n-test-per-defect 10 --seed 11"
+  [texture]="--category texture --gray --defects thin,faint,pit,fray,crack --n-test-per-defect 10 --seed 12"
+  [surface]="--category surface --defects clear,subtle --defect-scale 0.5 --n-test-per-defect 6 --seed 13"
+)
+declare -A height=([grain]=96 [texture]=128 [surface]=128)
+for c in "${cats[@]}"; do
+  [ -d "$out/data/$c" ] || ddad synth --out "$out/data" ${make[$c]} --n-train 120 --n-test-good 20
+  ddad benchmark --config "$cfg" --methods ddad,patchcore --steps 10,5 --data "$out/data/$c" \
+    --set "data.image_height=${height[$c]}" --set "train.steps=$steps" --out "$out/$c" --reuse | grep -v '^INFO'
+  python benchmarks/per_defect.py "$out/$c/ddad/eval-ddad10" "$out/$c/patchcore" --names DDAD-10,PatchCore
+done
