@@ -62,7 +62,6 @@ def nominal_split(cfg: DDADConfig) -> tuple[ImageSet, ImageSet]:
     if not d.root:
         raise ValueError("no dataset given: set data.root (e.g. --set data.root=path/to/bottle)")
     ds = load_dataset(d.layout, d.root, "train", d.category, d.shape, d.seed)
-    aspect_note(ds.items[0].image, d.shape)
     if d.val_fraction <= 0 or len(ds) < 4:
         images = ImageSet(ds, workers=d.workers)
         return images, images  # calibrate on the training images themselves
@@ -85,6 +84,8 @@ def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: 
     if w.main:
         save_config(cfg, out / "config.yaml")
     train, val = nominal_split(cfg)
+    if w.main:  # once, where the size is chosen (not at every later adapt/select/benchmark read of the images)
+        aspect_note(train.dataset.items[0].image, cfg.data.shape)
     log.info("training on %d nominal images, calibrating on %d%s", len(train), len(val),
              f" ({w.size} processes, this is rank {w.rank})" if w.size > 1 else "")
     det = Detector.create(cfg, device)

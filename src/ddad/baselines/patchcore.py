@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..features.extractor import resize_longer_side
+
 __all__ = ["PatchCoreBaseline", "PatchCoreResult"]
 
 
@@ -44,12 +46,7 @@ class PatchCoreBaseline:
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] -> the [-1, 1] the TF-ported weights expect, resized (bilinear, as ddad's FeatureExtractor) to
         input_size on the longer side: the same pixels per feature cell as ddad's feature maps."""
-        h, w = x.shape[-2:]
-        if self.input_size and max(h, w) != self.input_size:
-            f = self.input_size / max(h, w)
-            x = torch.nn.functional.interpolate(x, size=(round(h * f), round(w * f)), mode="bilinear",
-                                                align_corners=False, antialias=f < 1)
-        return x * 2 - 1
+        return resize_longer_side(x, self.input_size) * 2 - 1
 
     def fit(self, images: torch.Tensor) -> PatchCoreResult:
         t0 = time.perf_counter()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..imagefiles import IMAGE_EXTENSIONS
+from .synthetic import to_gray
 
 __all__ = ["AnomalySpec", "SyntheticAnomaly", "perlin_noise", "perlin_mask", "otsu_foreground", "shuffled_grid",
            "generated_texture", "synthesize", "synthesize_batch"]
@@ -173,7 +174,7 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
     else:
         src = _folder_texture(Path(spec.source), h, w, rng)
     if np.ptp(x, axis=-1).max() < 1e-6:  # a grey image gets a grey defect (its luminance), not a colour patch
-        src = np.repeat((src @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=-1)
+        src = to_gray(src)
     beta = float(rng.uniform(0, spec.beta_max))
     mf = m[..., None].astype(np.float64)
     out = (1 - mf) * x + mf * ((1 - beta) * src + beta * x)

@@ -31,7 +31,7 @@ from PIL import Image
 from scipy import ndimage
 
 __all__ = ["SyntheticSpec", "KINDS", "DEFECTS", "CLEAR_DEFECTS", "SUBTLE_DEFECTS", "make_synthetic_dataset",
-           "nominal_image", "add_defect"]
+           "nominal_image", "add_defect", "to_gray"]
 
 KINDS = ("texture", "surface", "object", "grain")
 CLEAR_DEFECTS = ("scratch", "spot", "missing", "colour", "crack")
@@ -239,7 +239,7 @@ def add_defect(
     return np.clip(out, 0, 1), mask & (np.abs(out - img).max(axis=-1) > 1e-3)
 
 
-def _to_gray(img: np.ndarray) -> np.ndarray:
+def to_gray(img: np.ndarray) -> np.ndarray:
     """Luminance (ITU-R 601, as Pillow's 'L'), repeated over 3 channels."""
     g = img @ np.array([0.299, 0.587, 0.114])
     return np.repeat(g[..., None], 3, axis=-1)
@@ -266,7 +266,7 @@ def make_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpec
 
     def nominal() -> tuple[np.ndarray, np.ndarray]:
         img, fg = nominal_image(spec.category, spec.shape, rng)
-        return (_to_gray(img) if spec.gray else img), fg
+        return (to_gray(img) if spec.gray else img), fg
 
     for i in range(spec.n_train):
         _save(nominal()[0], base / "train" / "good" / f"{i:03d}.png", spec.gray)

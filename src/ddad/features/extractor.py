@@ -202,6 +202,17 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def resize_longer_side(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Images (B, C, H, W) resized (bilinear, antialiased when shrinking) so their longer side is `size`; None or
+    already that size: unchanged. What a backbone sees (ddad's features, the PatchCore baseline)."""
+    h, w = images.shape[-2:]
+    if not size or max(h, w) == size:
+        return images
+    f = size / max(h, w)
+    return F.interpolate(images, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False,
+                         antialias=f < 1)
+
+
 class FeatureExtractor(nn.Module):
     """Images in [0, 1] -> {layer: feature map} for layers in {1, 2, 3} (CNNs) or {1, 2, 3, 4} (ViTs)."""
 
@@ -215,11 +226,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor, layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, torch.Tensor]:
-        h, w = images.shape[-2:]
-        if self.input_size and max(h, w) != self.input_size:
-            f = self.input_size / max(h, w)
-            images = F.interpolate(images, size=(round(h * f), round(w * f)), mode="bilinear", align_corners=False,
-                                   antialias=f < 1)
+        images = resize_longer_side(images, self.input_size)
         bad = [j for j in layers if not 1 <= j <= len(self.channels)]
         if bad:
             raise ValueError(f"{self.name} has feature layers 1..{len(self.channels)}, got {bad}")

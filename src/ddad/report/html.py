@@ -137,9 +137,9 @@ def _run_name(d: Path, metrics: dict) -> str:
 def build_report(eval_dir: str | Path, out: str | Path | None = None, worst: int = 40) -> Path:
     d = Path(eval_dir)
     metrics = _load(d, "metrics.json")
-    if metrics is None or _load(d, "scores.json") is None:
-        raise FileNotFoundError(f"{d} has no metrics.json/scores.json; run `ddad evaluate --model ... --out {d}` first")
-    records, scores, labels, maps, masks = load_evaluation(d)
+    if metrics is None:
+        raise FileNotFoundError(f"{d} has no metrics.json; run `ddad evaluate --model ... --out {d}` first")
+    records, scores, labels, maps, masks = load_evaluation(d)  # raises the same way without scores.json
     inputs, recon, cal = _load(d, "inputs.npy"), _load(d, "reconstructions.npy"), _load(d, "calibration.json") or {}
     threshold, pix_thr = cal.get("threshold"), cal.get("pixel_threshold")
     run = _run_name(d, metrics)
