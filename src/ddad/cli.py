@@ -107,10 +107,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import run_train
 
     cfg = _config(args)
+    if args.auto:
+        from .selection import auto_candidates
+        from .methods import METHODS
+
+        auto_candidates(METHODS[cfg.method])  # a method without an auto grid fails before training, not after
     det = run_train(cfg, args.out, resume=args.resume, device=args.device)
-    if det.calibration is not None:  # rank 0 of a torchrun job, or a single process
-        print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
+    if det.calibration is None:  # not rank 0 of a torchrun job
+        return 0
+    print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
+    if args.auto:
+        _auto_select(args.out, type(det), args.device, cfg.data.seed)
     return 0
+
+
+def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
+                 data: str | None = None, apply: bool = True):
+    """The label-free recipe: the method's auto grid scored on the AUTO_PROXY proxy set, the best saved into the model."""
+    from .selection import AUTO_PROXY, apply_selection, auto_candidates, select_settings
+
+    candidates = auto_candidates(method_cls)
+    candidates += [c for c in extra if c not in candidates]
+    sel = select_settings(model, candidates, data, seed, device, proxy_source=proxy_source or AUTO_PROXY)
+    _print_selection(sel)
+    if apply:
+        apply_selection(model, sel, device)
+        print(f"saved into {model} (selection.json beside it)")
+    return sel
+
+
+def _print_selection(sel) -> None:
+    print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, per defect source ({', '.join(sel.sources)}), the "
+          f"same with synthetic defects; calibrated on {sel.n_calibration}"
+          f"{' (the same images: too few to split)' if sel.shared else ''}\n")
+    print(sel.table())
+    print(f"\nbest: {sel.best or '(as saved)'}")
+    if sel.near_chance:
+        print(f"WARNING: {sel.warning()}")
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -174,13 +207,18 @@ def cmd_select(args: argparse.Namespace) -> int:
     from .selection import apply_selection, candidates_from_grid, select_settings
 
     candidates = candidates_from_grid(args.grid, args.tries)
+    if args.auto:
+        from .detector import Detector
+        from .methods import METHODS
+
+        method = Detector.load(args.model).cfg.method
+        _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
+                     args.data, args.apply)
+        return 0
     if len(candidates) == 1:
-        raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V]")
+        raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source)
-    print(f"\nproxy set: {sel.n_proxy} held-out nominal images and the same with synthetic defects; calibrated on "
-          f"{sel.n_calibration}{' (the same images: too few to split)' if sel.shared else ''}\n")
-    print(sel.table())
-    print(f"\nbest: {sel.best or '(as saved)'}")
+    _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
         print(f"saved into {args.model} (selection.json beside it)")
@@ -382,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory (model, checkpoints, resolved config)")
     s.add_argument("--data", help="dataset folder of nominal images (same as --set data.root=PATH)")
     s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    s.add_argument("--auto", action="store_true",
+                   help="after training, choose the inference settings without labels (`ddad select --auto --apply`: "
+                        "the method's default grid on held-out nominal images with synthetic defects)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="domain adaptation of the feature extractor (Eq. 10)")
@@ -416,7 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects")
     s.add_argument("--proxy-source", help="content of the synthetic defects: grid (the image's own shuffled cells), "
                                           "texture (generated; use it for stochastic textures, whose shuffled cells "
-                                          "look nominal) or a folder of texture images (default: the config's, grid)")
+                                          "look nominal) or a folder of texture images; several comma-separated "
+                                          "give one defective copy each (default: the config's, grid; with --auto: "
+                                          "grid,texture)")
+    s.add_argument("--auto", action="store_true",
+                   help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
+                        "on a proxy with defects filled from the image's own cells AND a generated texture "
+                        "(--proxy-source grid,texture unless given)")
     s.add_argument("--apply", action="store_true",
                    help="save the best candidate into the model (re-calibrated) and write selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

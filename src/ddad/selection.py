@@ -14,6 +14,10 @@ changed and re-calibrates on the calibration images; the copy then scores the pr
 split in two where there are at least 2 * MIN_SPLIT of them (calibration half, proxy half), so the proxy's nominal
 images are not the ones the calibration saw; with fewer, both use all of them (said in the result).
 
+`--auto` (the label-free recipe, `ddad train --auto`): the candidates are the method's own `auto_grid` and the
+defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each, so the same
+procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`).
+
 The objective is the mean of the proxy image AUROC, pixel AUROC and PRO. Synthetic defects are not real ones: the
 proxy ranks settings, its numbers are not a prediction of the test metrics.
 """
@@ -33,10 +37,24 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
+__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "AUTO_PROXY", "CHANCE_MARGIN", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
+# `--auto`: defects filled from the image's own shuffled cells (objects, regular patterns) AND from a generated texture
+# (stochastic textures, whose shuffled cells look nominal): one defective copy of each held-out image per source, so
+# one choice serves both kinds of category without knowing which one it has
+AUTO_PROXY = "grid,texture"
+CHANCE_MARGIN = 0.1  # a best objective below 0.5 + this: no candidate finds the synthetic defects (warned)
+
+
+def auto_candidates(method_cls) -> list[str]:
+    """The candidates `--auto` tries for a method: the product of its `auto_grid` (Detector.auto_grid)."""
+    grid = [[k, *map(str, v)] for k, v in method_cls.auto_grid.items()]
+    if not grid:
+        raise ValueError(f"method {method_cls.name!r} declares no auto grid (Detector.auto_grid); choose its settings "
+                         "with `ddad select --grid KEY V1 V2 ...`")
+    return candidates_from_grid(grid)
 
 
 @dataclass(frozen=True)
@@ -53,14 +71,28 @@ def proxy_spec(cfg: DDADConfig) -> AnomalySpec:
     return replace(anomaly_spec(cfg), probability=1.0)  # every proxy copy gets a defect
 
 
-def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0) -> ProxySet:
-    """Each nominal image (N, 3, H, W) in [0, 1] as it is and with a defect forced into it (sample i drawn from
-    (seed, i): the set does not depend on how it is batched)."""
-    defective, masks, _ = synthesize_batch(nominal, seed, spec, force=True)
+def proxy_sources(source: str) -> tuple[str, ...]:
+    """"grid,texture" -> ("grid", "texture"): the synthetic defects' contents, one defective copy of each nominal
+    image per source."""
+    out = tuple(s.strip() for s in source.split(",") if s.strip())
+    if not out:
+        raise ValueError(f"proxy source must name grid, texture or a folder (or several, comma-separated); got {source!r}")
+    return out
+
+
+def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: tuple[str, ...] | None = None) -> ProxySet:
+    """Each nominal image (N, 3, H, W) in [0, 1] as it is and, for every defect source (default: spec.source), once
+    more with a defect forced into it (sample i of source k drawn from (seed, k * N + i): the set does not depend on
+    how it is batched). With several sources the proxy holds N nominal and len(sources) * N defective images."""
     n = nominal.shape[0]
-    empty = torch.zeros(n, 1, *nominal.shape[-2:])
-    return ProxySet(torch.cat([nominal, defective]), torch.cat([empty, (masks > 0.5).float()]),
-                    torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)]))
+    images, masks = [nominal], [torch.zeros(n, 1, *nominal.shape[-2:])]
+    for k, src in enumerate(sources or (spec.source,)):
+        defective, m, _ = synthesize_batch(nominal, seed, replace(spec, source=src), force=True, offset=k * n)
+        images.append(defective)
+        masks.append((m > 0.5).float())
+    n_def = n * (len(images) - 1)
+    return ProxySet(torch.cat(images), torch.cat(masks),
+                    torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n_def, dtype=torch.int64)]))
 
 
 def proxy_metrics(det, proxy: ProxySet) -> Metrics:
@@ -113,8 +145,21 @@ class Selection:
     rows: dict[str, Metrics]  # candidate -> proxy metrics (with "objective" in extra)
     best: str  # the candidate with the highest objective ("" = the model as saved)
     n_calibration: int
-    n_proxy: int  # nominal images in the proxy set (as many defective ones again)
+    n_proxy: int  # nominal images in the proxy set (and one defective copy of each per source)
     shared: bool  # calibration and proxy used the same held-out images
+    sources: tuple[str, ...] = ()  # what the synthetic defects were filled from (AnomalySpec.source)
+
+    @property
+    def near_chance(self) -> bool:
+        """The best candidate barely tells synthetic defects from nominal images: none of the settings suits this
+        category (or the proxy's defects do not resemble anything the model can see), so the choice means little."""
+        return not self.rows[self.best].extra["objective"] >= 0.5 + CHANCE_MARGIN
+
+    def warning(self) -> str:
+        return (f"the best proxy objective is {self.rows[self.best].extra['objective']:.3f}, within {CHANCE_MARGIN} of "
+                "chance (0.5): no candidate finds the synthetic defects in these images, so expect weak detection. "
+                "Try more training steps, another feature layer/input size (--grid features.layers ...), or a proxy "
+                "closer to the real defects (--proxy-source FOLDER of defect-like textures)") if self.near_chance else ""
 
     def table(self) -> str:
         named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m for c, m in self.rows.items()}
@@ -124,8 +169,9 @@ class Selection:
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
-    proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder);
-    None = the config's. On a stochastic texture the image's own shuffled cells (grid) look nominal: use texture."""
+    proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
+    several comma-separated for one defective copy each (AUTO_PROXY); None = the config's. On a stochastic texture the
+    image's own shuffled cells (grid) look nominal: use texture."""
     from .detector import Detector
     from .pipeline import nominal_split, trial_copy
 
@@ -140,8 +186,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     if shared:
         log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
                     "for a cleaner split)", n)
-    spec = proxy_spec(cfg0) if proxy_source is None else replace(proxy_spec(cfg0), source=proxy_source)
-    proxy = proxy_set(nominal, spec, seed)
+    spec = proxy_spec(cfg0)
+    proxy = proxy_set(nominal, spec, seed, None if proxy_source is None else proxy_sources(proxy_source))
     rows: dict[str, Metrics] = {}
     for c in candidates:
         cfg = apply_overrides(cfg0, split_candidate(c)) if c else cfg0
@@ -151,7 +197,11 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         if progress:
             print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
     best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
-    return Selection(rows, best, cal.shape[0], nominal.shape[0], shared)
+    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared,
+                    proxy_sources(proxy_source) if proxy_source else (spec.source,))
+    if sel.near_chance:
+        log.warning(sel.warning())
+    return sel
 
 
 def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") -> None:
@@ -167,4 +217,5 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
     (model_dir / "selection.json").write_text(json.dumps({
         "best": sel.best, "objective": "mean of proxy image AUROC, pixel AUROC, PRO",
         "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
+        "near_chance": sel.near_chance, "proxy_sources": list(sel.sources),
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))

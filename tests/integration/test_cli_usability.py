@@ -139,3 +139,26 @@ def test_synth_writes_a_grey_non_square_stand_in_and_names_unknown_defects(tmp_p
     assert Image.open(root / "ground_truth" / "pit" / "000_mask.png").size == (48, 32)
     with pytest.raises(SystemExit, match="unknown defects \\['dent'\\]"):
         main(["synth", "--out", str(tmp_path / "x"), "--defects", "thin,dent"])
+
+
+def test_train_auto_selects_and_saves_the_label_free_choice(tiny_object, tmp_path, capsys, monkeypatch):
+    from ddad.detector import Detector
+    from ddad.methods import METHODS
+
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # plumbing, not accuracy
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(tiny_object), *TINY, "--auto"]) == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "selection.json").read_text())
+    assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8"} and f"best: {saved['best'] or '(as saved)'}" in text
+    assert Detector.load(out).cfg.scoring.v == {"": 1.0, "scoring.v=1": 1.0, "scoring.v=8": 8.0}[saved["best"]]
+
+
+def test_train_auto_for_a_method_without_an_auto_grid_fails_before_training(tiny_object, tmp_path, caplog,
+                                                                            monkeypatch):
+    from ddad.methods import METHODS
+
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {})
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(tiny_object), *TINY, "--auto"]) == 2
+    assert "declares no auto grid" in caplog.text and not out.exists()

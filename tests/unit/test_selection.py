@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from ddad.config import DDADConfig
-from ddad.selection import candidates_from_grid, proxy_set, proxy_spec, select_settings, split_candidate
+from ddad.metrics import Metrics
+from ddad.selection import (
+    CHANCE_MARGIN, Selection, auto_candidates, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
+    select_settings, split_candidate,
+)
 
 
 def test_proxy_set_pairs_every_nominal_image_with_a_masked_defective_copy():
@@ -26,6 +30,52 @@ def test_proxy_set_pairs_every_nominal_image_with_a_masked_defective_copy():
     alone = proxy_set(nominal[:1], spec, seed=3)  # sample i from (seed, i): not from the rest of the set
     assert torch.equal(alone.images[1], p.images[4])
     assert not torch.equal(proxy_set(nominal, spec, seed=4).images, p.images)
+
+
+def test_several_defect_sources_give_one_defective_copy_each():
+    g = torch.Generator().manual_seed(0)
+    nominal = torch.rand(3, 3, 32, 32, generator=g)
+    spec = proxy_spec(DDADConfig())
+    assert proxy_sources(" grid, texture ") == ("grid", "texture")
+    with pytest.raises(ValueError, match="grid, texture or a folder"):
+        proxy_sources(" , ")
+    p = proxy_set(nominal, spec, seed=1, sources=("grid", "texture"))
+    assert p.images.shape == (9, 3, 32, 32) and p.labels.tolist() == [0] * 3 + [1] * 6
+    assert torch.equal(p.images[:3], nominal) and p.masks[:3].sum() == 0 and (p.masks[3:].flatten(1).sum(1) > 0).all()
+    grid_only = proxy_set(nominal, spec, seed=1, sources=("grid",))
+    assert torch.equal(grid_only.images, p.images[:6])  # the first source's copies are the single-source set
+    assert torch.equal(proxy_set(nominal, spec, seed=1).images, grid_only.images)  # default: spec.source (grid)
+    texture_only = proxy_set(nominal, spec, seed=1, sources=("texture",))
+    inside = p.masks[6:] > 0
+    assert not torch.equal(p.images[6:], texture_only.images[3:])  # the second source draws other samples (offset)
+    assert (p.images[6:] - nominal).abs().amax(dim=1, keepdim=True)[~inside].max() == 0  # still only masked pixels
+
+
+def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_do():
+    from ddad.methods import METHODS
+
+    c = auto_candidates(METHODS["ddad"])
+    assert c[0] == "" and len(c) == 1 + len(METHODS["ddad"].auto_grid["sampling.start_level"]) * len(
+        METHODS["ddad"].auto_grid["scoring.v"])
+    assert "sampling.start_level=500,scoring.v=16" in c
+    for name, cls in METHODS.items():  # every key of every auto grid is an inference setting of a trained model
+        for cand in (auto_candidates(cls) if cls.auto_grid else [])[1:]:
+            from ddad.config import apply_overrides
+
+            apply_overrides(DDADConfig(method=name), split_candidate(cand))
+    empty = [cls for cls in METHODS.values() if not cls.auto_grid]
+    for cls in empty:
+        with pytest.raises(ValueError, match="ddad select --grid"):
+            auto_candidates(cls)
+
+
+def test_a_best_objective_near_chance_is_flagged():
+    def sel(objective):
+        return Selection({"": Metrics(None, None, None).with_extra(objective=objective)}, "", 4, 4, True, ("grid",))
+
+    assert sel(0.5 + CHANCE_MARGIN - 0.01).near_chance and "chance" in sel(0.55).warning()
+    assert not sel(0.8).near_chance and sel(0.8).warning() == ""
+    assert sel(float("nan")).near_chance
 
 
 def test_candidates_are_the_grid_product_plus_tries_after_the_saved_settings():
@@ -67,3 +117,26 @@ def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_
     assert Detector.load(model).cfg.scoring.sigma == want
     with pytest.raises(ValueError, match="other settings"):  # a trained section is not an inference setting
         select_settings(model, ["model.preset=cpu-64"], progress=False)
+
+
+def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from ddad.cli import main
+    from ddad.detector import Detector
+    from ddad.methods import METHODS
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # two candidates: plumbing, not accuracy
+    assert main(["select", "--model", str(model), "--auto", "--try", "scoring.sigma=2.0", "--apply"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((model / "selection.json").read_text())
+    assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8", "scoring.sigma=2.0"}
+    assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
+    n = saved["n_proxy_nominal"]
+    assert all(r["n_images"] == 3 * n and r["n_anomalous"] == 2 * n for r in saved["rows"].values())
+    assert isinstance(saved["near_chance"], bool) and (("WARNING" in out) == saved["near_chance"])
+    cfg = Detector.load(model).cfg
+    want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
+    assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]

@@ -101,6 +101,9 @@ class Detector:
     # keys of the method's own config section that only change inference (a trained model takes new values and is
     # re-calibrated, e.g. by `ddad benchmark --reuse`); the others fix the training
     inference_options: ClassVar[tuple[str, ...]] = ()
+    # `ddad select --auto` / `ddad train --auto`: the inference settings tried on the proxy set, key -> values (their
+    # product); empty = the method has no default grid (select with --grid)
+    auto_grid: ClassVar[dict[str, tuple]] = {}
     uses_sampling_steps: ClassVar[bool] = True  # False: sampling.steps plays no part (`ddad benchmark --steps` skips it)
 
     def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):

@@ -87,6 +87,9 @@ class GLAD(Detector):
                "spatial-adaptive fusion, patch nearest-neighbour feature map")
     inference_options = ("ads", "tau", "tau_quantile", "t_min", "ads_layer", "ads_topk", "saff", "saff_floor",
                          "reverse", "foreground")
+    # T' (paper: 750 MVTec, 500 MPDD, 450 VisA) and t_min (paper: 350): the grid of the bottle selection in
+    # BENCHMARKS.md, which chose 250 / 50 label-free
+    auto_grid = {"sampling.start_level": (250, 400, 750), "glad.t_min": (50, 150, 350)}
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration: Calibration | None = None,
                  vae: nn.Module | None = None):
