@@ -42,8 +42,10 @@ def git_commit() -> str:
 
 
 def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, steps: tuple[int, ...] | None,
-               device: str) -> dict[str, Metrics]:
-    """Train (or reuse), adapt and evaluate one diffusion method; one row per denoising-step variant."""
+               device: str, auto: bool = False) -> dict[str, Metrics]:
+    """Train (or reuse), adapt and evaluate one diffusion method; one row per denoising-step variant. auto: the
+    label-free recipe (`ddad select --auto --apply`) chooses the inference settings before the evaluation; the rows
+    name its choice and their `train s` includes it."""
     model_dir = out / cfg.method
     t0 = time.perf_counter()
     if reuse and (model_dir / "model.json").is_file():
@@ -62,6 +64,12 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
         det = run_adapt(model_dir, device=device)
         train_s = time.perf_counter() - t0
         (model_dir / "benchmark_train.json").write_text(json.dumps({"seconds": train_s, "train_seconds": t_train}))
+    choice = ""
+    if auto:
+        t1 = time.perf_counter()
+        det, best = _auto(model_dir, type(det), cfg.data.seed, device)
+        choice = f", auto: {best or 'as configured'}"
+        train_s += time.perf_counter() - t1
     rows = {}
     # a method whose inference has no denoising-step count (RAN scores at fixed timesteps) gets one row
     variants = (steps or (cfg.sampling.steps,)) if type(det).uses_sampling_steps else (None,)
@@ -70,9 +78,19 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
             det.cfg = replace(det.cfg, sampling=replace(det.cfg.sampling, steps=n))
         label = cfg.method.upper() if n is None else f"{cfg.method.upper()}-{n}"
         res = run_evaluate(det, test, model_dir / f"eval-{cfg.method}{'' if n is None else n}", name=label)
-        rows[f"{label} ({cfg.model.preset}, {cfg.data.size_label})"] = res.metrics.with_extra(
+        rows[f"{label} ({cfg.model.preset}, {cfg.data.size_label}{choice})"] = res.metrics.with_extra(
             **{"s/img": res.seconds_per_image, "train s": train_s, "peak MiB": res.peak_memory_mb})
     return rows
+
+
+def _auto(model_dir: Path, method_cls, seed: int, device: str):
+    """The label-free recipe on a trained model: (the detector with the chosen settings, the chosen overrides)."""
+    from .detector import Detector
+    from .selection import auto_select
+
+    sel = auto_select(model_dir, method_cls, seed, device, progress=False)
+    log.info("auto selection for %s:\n%s", model_dir.name, sel.table())
+    return Detector.load(model_dir, device), sel.best
 
 
 def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Metrics]:
@@ -154,8 +172,10 @@ def _write(out: Path, header: str, rows: dict[str, Metrics], by_method: dict[str
 
 
 def run_benchmark(configs: list[DDADConfig] | DDADConfig, methods: tuple[str, ...], out: str | Path,
-                  reuse: bool = False, ddad_steps: tuple[int, ...] | None = None, device: str = "cpu") -> str:
-    """One table for `methods` (diffusion methods, each with its config, and baselines) on the configs' data."""
+                  reuse: bool = False, ddad_steps: tuple[int, ...] | None = None, device: str = "cpu",
+                  auto: bool = False) -> str:
+    """One table for `methods` (diffusion methods, each with its config, and baselines) on the configs' data; auto:
+    every diffusion method's inference settings chosen by its label-free recipe (ddad.selection, `--auto`)."""
     configs = [configs] if isinstance(configs, DDADConfig) else list(configs)
     if not configs:
         raise ValueError("run_benchmark needs at least one config (it names the data)")
@@ -178,6 +198,6 @@ def run_benchmark(configs: list[DDADConfig] | DDADConfig, methods: tuple[str, ..
         if method in BASELINES:
             rows.update(_patchcore(cfg0, test, out))
         else:
-            rows.update(_diffusion(by_method[method], test, out, reuse, ddad_steps, device))
+            rows.update(_diffusion(by_method[method], test, out, reuse, ddad_steps, device, auto))
         report = _write(out, header, rows, by_method)  # after every method: a partial table survives a crash
     return report

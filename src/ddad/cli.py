@@ -123,15 +123,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
                  data: str | None = None, apply: bool = True):
-    """The label-free recipe: the method's auto grid scored on the AUTO_PROXY proxy set, the best saved into the model."""
-    from .selection import AUTO_PROXY, apply_selection, auto_candidates, select_settings
+    """The label-free recipe (ddad.selection.auto_select), its table printed."""
+    from .selection import auto_select
 
-    candidates = auto_candidates(method_cls)
-    candidates += [c for c in extra if c not in candidates]
-    sel = select_settings(model, candidates, data, seed, device, proxy_source=proxy_source or AUTO_PROXY)
+    sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply)
     _print_selection(sel)
     if apply:
-        apply_selection(model, sel, device)
         print(f"saved into {model} (selection.json beside it)")
     return sel
 
@@ -281,7 +278,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         configs.append(cfg)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     steps = tuple(int(n) for n in args.ddad_steps.split(",")) if args.ddad_steps else None
-    print(run_benchmark(configs, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device))
+    if args.auto:
+        from .methods import METHODS
+        from .selection import auto_candidates
+
+        for m in methods:  # a method without an auto grid fails before anything is trained
+            if m in METHODS:
+                auto_candidates(METHODS[m])
+    print(run_benchmark(configs, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device,
+                        auto=args.auto))
     print(f"tables in {args.out}/benchmark.md and benchmark.json")
     return 0
 
@@ -504,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "10,5 for ddad, the config's sampling.steps for the others)")
     s.add_argument("--out", default="runs/benchmark")
     s.add_argument("--reuse", action="store_true", help="reuse trained models in --out")
+    s.add_argument("--auto", action="store_true",
+                   help="choose each diffusion method's inference settings without labels before evaluating it "
+                        "(`ddad select --auto --apply`: the label-free recipe); the rows name the choice")
     s.set_defaults(func=cmd_benchmark)
 
     s = sub.add_parser("info", help="UNet presets with parameter counts, backbones")

@@ -37,7 +37,7 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "AUTO_PROXY", "CHANCE_MARGIN", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
+__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -219,3 +219,16 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
         "near_chance": sel.near_chance, "proxy_sources": list(sel.sources),
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
+
+
+def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
+                proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
+                progress: bool = True) -> Selection:
+    """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates) on the AUTO_PROXY proxy set
+    (or `proxy_source`), the best saved into the model when `apply`."""
+    candidates = auto_candidates(method_cls)
+    candidates += [c for c in extra if c not in candidates]
+    sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY)
+    if apply:
+        apply_selection(model_dir, sel, device)
+    return sel

@@ -38,3 +38,21 @@ def test_patchcore_writes_per_image_results_that_give_its_row(tiny_object, tmp_p
     assert again.image_auroc == pytest.approx(m["image_auroc"]) and again.pro == pytest.approx(m["pro"], abs=2e-3)
     per = per_defect_metrics(records, scores, labels, maps.astype("float32"), masks)
     assert set(per) == {r["defect_type"] for r in records} - {"good"}
+
+
+def test_benchmark_auto_evaluates_the_label_free_choice_and_names_it(tiny_object, tmp_path, capsys, monkeypatch):
+    from ddad.detector import Detector
+    from ddad.methods import METHODS
+
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # plumbing, not accuracy
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", str(tiny_object), "--out", str(out), "--ddad-steps", "2", "--methods", "ddad",
+            "--set", "data.image_size=32", "--set", "model.preset=cpu-32", "--set", "train.steps=3",
+            "--set", "train.batch_size=4", "--set", "scoring.sigma=1.0", "--set", "features.layers=[1,2]", "--auto"]
+    assert main(args) == 0
+    best = json.loads((out / "ddad" / "selection.json").read_text())["best"]
+    (name,) = json.loads((out / "benchmark.json").read_text())["rows"]
+    assert name == f"DDAD-2 (cpu-32, 32px, auto: {best or 'as configured'})" and name in capsys.readouterr().out
+    assert Detector.load(out / "ddad").cfg.scoring.v == {"": 1.0, "scoring.v=1": 1.0, "scoring.v=8": 8.0}[best]
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {})
+    assert main([*args, "--reuse"]) == 2  # refused before anything runs: the method has no auto grid
