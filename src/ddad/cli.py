@@ -299,6 +299,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"ddad {__version__}\n\nmethods (config key `method`, or --method):")
     for name, cls in METHODS.items():
         print(f"  {name:6s} {cls.summary}")
+        grid = " x ".join(f"{k} {{{', '.join(map(str, v))}}}" for k, v in cls.auto_grid.items())
+        print(f"         --auto tries: {grid or 'nothing (no default grid; ddad select --grid ...)'}")
     print("\nUNet presets:")
     for name, p in PRESETS.items():
         n = count_parameters(build_unet(name, p.image_size, p.in_channels)) / 1e6
