@@ -139,7 +139,7 @@ def _print_selection(sel) -> None:
           f"{' (the same images: too few to split)' if sel.shared else ''}\n")
     print(sel.table())
     print(f"\nbest: {sel.best or '(as saved)'}")
-    if sel.near_chance:
+    if sel.warning():
         print(f"WARNING: {sel.warning()}")
 
 

@@ -78,6 +78,16 @@ def test_a_best_objective_near_chance_is_flagged():
     assert sel(float("nan")).near_chance
 
 
+def test_a_proxy_every_candidate_aces_is_flagged_as_saturated():
+    def row(image_auroc):
+        return Metrics(image_auroc, None, None).with_extra(objective=0.8)
+
+    both = Selection({"": row(1.0), "scoring.v=4": row(1.0)}, "", 4, 4, True, ("grid",))
+    assert both.saturated and not both.near_chance and "too easy" in both.warning()
+    assert not Selection({"": row(1.0), "scoring.v=4": row(0.9)}, "", 4, 4, True).saturated
+    assert not Selection({"": row(1.0)}, "", 4, 4, True).saturated  # one candidate: nothing was ranked
+
+
 def test_candidates_are_the_grid_product_plus_tries_after_the_saved_settings():
     c = candidates_from_grid([["glad.t_min", "100", "200"], ["sampling.start_level", "500", "750"]],
                              ["scoring.sigma=2", "glad.t_min=100,sampling.start_level=500"])
@@ -136,7 +146,8 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
     n = saved["n_proxy_nominal"]
     assert all(r["n_images"] == 3 * n and r["n_anomalous"] == 2 * n for r in saved["rows"].values())
-    assert isinstance(saved["near_chance"], bool) and (("WARNING" in out) == saved["near_chance"])
+    assert isinstance(saved["near_chance"], bool) and isinstance(saved["saturated"], bool)
+    assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"])
     cfg = Detector.load(model).cfg
     want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
     assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]
