@@ -108,10 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if args.auto:
-        from .selection import auto_candidates
-        from .methods import METHODS
-
-        auto_candidates(METHODS[cfg.method])  # a method without an auto grid fails before training, not after
+        _require_auto_grids([cfg.method])
     det = run_train(cfg, args.out, resume=args.resume, device=args.device)
     if det.calibration is None:  # not rank 0 of a torchrun job
         return 0
@@ -119,6 +116,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.auto:
         _auto_select(args.out, type(det), args.device, cfg.data.seed)
     return 0
+
+
+def _require_auto_grids(methods) -> None:
+    """A method without an auto grid fails before anything is trained, not after (baselines have none to need)."""
+    from .methods import METHODS
+    from .selection import auto_candidates
+
+    for m in methods:
+        if m in METHODS:
+            auto_candidates(METHODS[m])
 
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
@@ -205,10 +212,11 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     candidates = candidates_from_grid(args.grid, args.tries)
     if args.auto:
-        from .detector import Detector
+        from .checkpoint import load_json
         from .methods import METHODS
 
-        method = Detector.load(args.model).cfg.method
+        # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
+        method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
                      args.data, args.apply)
         return 0
@@ -279,12 +287,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     steps = tuple(int(n) for n in args.ddad_steps.split(",")) if args.ddad_steps else None
     if args.auto:
-        from .methods import METHODS
-        from .selection import auto_candidates
-
-        for m in methods:  # a method without an auto grid fails before anything is trained
-            if m in METHODS:
-                auto_candidates(METHODS[m])
+        _require_auto_grids(methods)
     print(run_benchmark(configs, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device,
                         auto=args.auto))
     print(f"tables in {args.out}/benchmark.md and benchmark.json")

@@ -201,7 +201,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
                     "for a cleaner split)", n)
     spec = proxy_spec(cfg0)
-    proxy = proxy_set(nominal, spec, seed, None if proxy_source is None else proxy_sources(proxy_source))
+    sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
+    proxy = proxy_set(nominal, spec, seed, sources)
     rows: dict[str, Metrics] = {}
     for c in candidates:
         cfg = apply_overrides(cfg0, split_candidate(c)) if c else cfg0
@@ -211,8 +212,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         if progress:
             print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
     best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
-    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared,
-                    proxy_sources(proxy_source) if proxy_source else (spec.source,))
+    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources)
     if sel.warning():
         log.warning(sel.warning())
     return sel

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .sample import hw
+
 __all__ = ["SyntheticSpec", "KINDS", "DEFECTS", "CLEAR_DEFECTS", "SUBTLE_DEFECTS", "make_synthetic_dataset",
            "nominal_image", "add_defect", "to_gray"]
 
@@ -62,10 +64,6 @@ class SyntheticSpec:
 Shape = tuple[int, int]
 
 
-def _hw(size: int | Shape) -> Shape:
-    return (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
-
-
 def _grid(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     """x, y in units of the image width (so a pattern keeps its aspect on a non-square image)."""
     h, w = shape
@@ -87,7 +85,7 @@ def _illumination(rng: np.random.Generator, shape: Shape) -> np.ndarray:
 def nominal_image(kind: str, size: int | Shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One defect-free image (H, W, 3) in [0, 1] and its foreground mask (H, W) bool. size: an int (square) or
     (height, width)."""
-    shape = _hw(size)
+    shape = hw(size)
     h, size = shape  # `size` (the width) sets every length scale, as on a square image
     x, y = _grid(shape)
     if kind == "texture":

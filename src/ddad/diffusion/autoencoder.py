@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from ..config import AutoencoderConfig
+from ..data.sample import hw
 from ..features.extractor import in_inference_slices
 
 __all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
@@ -60,7 +61,7 @@ def build_latent_pair(cfg: AutoencoderConfig, preset: str, image_size: int | tup
 
     vae = build_autoencoder(cfg, None if meta is None else meta.get("autoencoder_config"))
     f = downsampling(vae)
-    h, w = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    h, w = hw(image_size)
     need = f * (2 ** (len(PRESETS[preset].channels) - 1) if preset in PRESETS else 1)
     if h % need or w % need:
         raise ValueError(f"image sides {w} x {h} (data.image_size x data.image_height) must be multiples of {need} "

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from diffusers import UNet2DModel
 
+from ..data.sample import hw
+
 __all__ = ["UNetPreset", "PRESETS", "build_unet", "count_parameters"]
 
 
@@ -51,14 +53,13 @@ def build_unet(preset: str, image_size: int | tuple[int, int], channels: int = 3
         raise ValueError(f"unknown UNet preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     factor = 2 ** (len(p.channels) - 1)
-    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
-    if any(int(v) % factor for v in sides):
+    h, w = hw(image_size)
+    if h % factor or w % factor:
         raise ValueError(f"preset {preset!r} needs image sides divisible by {factor}, got "
-                         f"{' x '.join(map(str, sides))}; set data.image_size (and data.image_height) to multiples "
+                         f"{h if h == w else f'{h} x {w}'}; set data.image_size (and data.image_height) to multiples "
                          f"of {factor}")
-    h, w = (sides[0], sides[-1])
     return UNet2DModel(
-        sample_size=int(h) if h == w else (int(h), int(w)),
+        sample_size=h if h == w else (h, w),
         in_channels=channels,
         out_channels=channels if out_channels is None else out_channels,
         layers_per_block=p.layers_per_block,
