@@ -185,6 +185,9 @@ class GLADConfig:
     space: str = "pixel"  # pixel (CPU default) | latent: diffusion on the latents of `autoencoder` (the paper: Stable
     # Diffusion's latent space), trained first on the nominal images or loaded from autoencoder.path
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    init: str | None = None  # a pretrained UNet that ATP fine-tunes (the paper fine-tunes a pretrained Stable
+    # Diffusion UNet): a ddad model directory trained on the nominal images (its unet.safetensors, e.g. `ddad train`
+    # with DDAD's config) or a diffusers UNet2DModel folder, local files only; null = train from scratch
     # ---- inference (changeable on a trained model: `ddad benchmark --reuse` re-calibrates) ----
     ads: bool = True  # adaptive denoising step; False = plain DDIM from T' for every image (the ablation's fixed T')
     tau: float | None = None  # ADS threshold on the step score; null = calibrated on held-out nominal images (the

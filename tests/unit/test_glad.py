@@ -273,3 +273,59 @@ def test_latent_glad_trains_its_autoencoder_first_and_saves_loads_exactly(images
     torch.testing.assert_close(loaded.predict(images[:3]).scores, ref.scores, rtol=0, atol=0)
     assert ref.reconstructions.shape == (3, 3, 32, 32)
     torch.testing.assert_close(det.predict(images[2:3]).scores[0], ref.scores[2], atol=1e-4, rtol=1e-4)
+
+
+# ---- fine-tuning a pretrained UNet (glad.init: the paper fine-tunes a pretrained diffusion UNet) ---------------
+def _unet_state(det):
+    return {k: v.clone() for k, v in det.unet.state_dict().items()}
+
+
+def test_glad_fine_tunes_a_pretrained_ddad_model_and_records_it(images, tmp_path):
+    pre = fitted_detector(apply_overrides(DDADConfig(), [o for o in TINY_GLAD if o != "method=glad"
+                                                          and not o.startswith("glad.")]), images, tmp_path / "p")
+    pre.save(tmp_path / "pre")
+    # lr 0: the fine-tuned weights must be exactly the pretrained ones (and the EMA of unchanged weights)
+    cfg = apply_overrides(DDADConfig(), [*TINY_GLAD, f"glad.init={tmp_path / 'pre'}", "train.lr=0"])
+    det = fitted_detector(cfg, images, tmp_path / "run")
+    for k, v in pre.unet.state_dict().items():
+        torch.testing.assert_close(det.unet.state_dict()[k], v, rtol=0, atol=0)
+    det.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["unet_init"]["path"] == str(tmp_path / "pre") and meta["unet_init"]["method"] == "ddad"
+    # a trained run: the weights move away from the pretrained ones, and from-scratch weights are not those
+    moved = fitted_detector(apply_overrides(cfg, ["train.lr=1e-3"]), images, tmp_path / "run2")
+    assert any(not torch.equal(moved.unet.state_dict()[k], v) for k, v in pre.unet.state_dict().items())
+    scratch = Detector.create(apply_overrides(DDADConfig(), TINY_GLAD))
+    assert any(not torch.equal(scratch.unet.state_dict()[k], v) for k, v in pre.unet.state_dict().items())
+    # reloading the fine-tuned model needs no access to the pretrained one
+    import shutil
+
+    shutil.rmtree(tmp_path / "pre")
+    assert Detector.load(tmp_path / "m").loaded_meta["unet_init"]["method"] == "ddad"
+
+
+def test_glad_init_loads_a_diffusers_folder_and_says_what_is_wrong(images, tmp_path):
+    from ddad.diffusion import build_unet
+    from ddad.diffusion.unet import load_pretrained_unet
+
+    src = build_unet("cpu-32", 32)
+    src.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    dst = build_unet("cpu-32", 32)
+    info = load_pretrained_unet(dst, tmp_path / "hf")
+    assert info == {"path": str(tmp_path / "hf")}
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_pretrained_unet(dst, tmp_path / "nothing")
+    with pytest.raises(ValueError, match="not the architecture"):
+        load_pretrained_unet(build_unet("cpu-64", 64), tmp_path / "hf")
+    (tmp_path / "hf" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks diffusion_pytorch_model.safetensors"):
+        load_pretrained_unet(dst, tmp_path / "hf")
+    # a ddad model of another noise schedule: refused before any weight is loaded
+    pre = Detector.create(apply_overrides(DDADConfig(), ["data.image_size=32", "model.preset=cpu-32"]))
+    pre.save(tmp_path / "pre")
+    with pytest.raises(ValueError, match="noise schedule"):
+        load_pretrained_unet(dst, tmp_path / "pre", {"num_train_timesteps": 500, "beta_start": 1e-4, "beta_end": 0.02})
+    with pytest.raises(ValueError, match="glad.init .* works in pixel space"):
+        Detector.create(apply_overrides(DDADConfig(), [*TINY_GLAD, "glad.space=latent", "glad.init=somewhere"]))

@@ -7,12 +7,14 @@ networks that train in minutes on two CPU cores at 32/64/128 px.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from diffusers import UNet2DModel
 
+from ..checkpoint import ModelFileError, load_json, load_tensors
 from ..data.sample import hw
 
-__all__ = ["UNetPreset", "PRESETS", "build_unet", "count_parameters"]
+__all__ = ["UNetPreset", "PRESETS", "build_unet", "count_parameters", "load_pretrained_unet"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,40 @@ def build_unet(preset: str, image_size: int | tuple[int, int], channels: int = 3
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def load_pretrained_unet(unet: UNet2DModel, path: str | Path, schedule: dict | None = None) -> dict:
+    """Load pretrained weights into `unet` (the architecture the config builds) from a local `path`: a ddad model
+    directory (model.json + unet.safetensors, e.g. made by `ddad train`) or a diffusers UNet2DModel folder
+    (config.json + diffusion_pytorch_model.safetensors). Nothing is downloaded or unpickled. `schedule` (the noise
+    schedule as a dict) must equal a ddad model's: an eps-model is only pretrained for the schedule it learned.
+    Returns what was loaded, for model.json."""
+    p = Path(path).expanduser()
+    info: dict = {"path": str(p)}
+    if (p / "model.json").is_file():
+        meta = load_json(p / "model.json")
+        weights = p / "unet.safetensors"
+        saved = meta.get("config", {})
+        info |= {"method": saved.get("method", "ddad"), "preset": saved.get("model", {}).get("preset"),
+                 "train_steps": saved.get("train", {}).get("steps")}
+        theirs = meta.get("schedule", saved.get("schedule"))
+        if schedule is not None and theirs is not None and theirs != schedule:
+            raise ValueError(f"the pretrained UNet in {p} learned the noise schedule {theirs}, this config has "
+                             f"{schedule}; set schedule to the same values or train the UNet again")
+    elif (p / "config.json").is_file():
+        weights = p / "diffusion_pytorch_model.safetensors"
+    else:
+        raise FileNotFoundError(f"no pretrained UNet at {p}: expected a ddad model directory (model.json + "
+                                "unet.safetensors, made by `ddad train`) or a diffusers UNet2DModel folder "
+                                "(config.json + diffusion_pytorch_model.safetensors). ddad never downloads weights; "
+                                "train one first or set the path to null to train from scratch")
+    if not weights.is_file():
+        raise ModelFileError(f"{p} lacks {weights.name} (pickled .bin weights are not loaded: convert them to "
+                             "safetensors)")
+    try:
+        unet.load_state_dict(load_tensors(weights))
+    except RuntimeError as e:
+        raise ValueError(f"the pretrained UNet in {p} is not the architecture this config builds (model.preset, "
+                         f"image size, channels): {str(e).splitlines()[0]}. Pretrain with the same model.preset and "
+                         "data.image_size") from e
+    return info

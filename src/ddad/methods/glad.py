@@ -34,6 +34,7 @@ from ..config import DDADConfig, to_dict
 from ..data.anomalies import AnomalySpec, otsu_foreground, synthesize_batch
 from ..checkpoint import ModelFileError
 from ..diffusion import build_unet
+from ..diffusion.unet import load_pretrained_unet
 from ..diffusion.autoencoder import build_latent_pair, decode, encode, fit_autoencoder
 from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.train import LossFn, TrainResult, eps_loss, train_model
@@ -98,6 +99,7 @@ class GLAD(Detector):
         self.vae = None if vae is None else vae.eval().requires_grad_(False)  # latent space only
         self.scale = 1.0  # latent scaling factor, measured in fit()
         self.ae_result: TrainResult | None = None
+        self.init_info: dict | None = None  # the pretrained UNet fit() started from (glad.init)
         self._tau: float | None = None  # measured by calibrate() (else read from the calibration)
 
     @classmethod
@@ -116,6 +118,9 @@ class GLAD(Detector):
             raise ValueError(f"glad.tau_quantile must be in (0, 1], got {g.tau_quantile}")
         if g.atp:
             anomaly_spec(cfg)  # validates the anomaly options now, not at the first training step
+        if g.init and g.space != "pixel":
+            raise ValueError("glad.init (a pretrained UNet to fine-tune) works in pixel space: a latent UNet is "
+                             "pretrained for one autoencoder's latents. Set glad.space: pixel or glad.init: null")
         if g.space == "pixel":
             return cls(cfg, build_unet(cfg.model.preset, cfg.data.shape), _extractor(cfg))
         if g.space != "latent":
@@ -127,9 +132,10 @@ class GLAD(Detector):
         return {"unet": self.unet} | ({} if self.vae is None else {"autoencoder": self.vae})
 
     def describe(self) -> dict:
+        init = {} if self.init_info is None else {"unet_init": self.init_info}
         if self.vae is None:
-            return {}
-        return {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
+            return init
+        return init | {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
                 "autoencoder_train_steps": self.ae_result.steps if self.ae_result else None}
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -159,6 +165,9 @@ class GLAD(Detector):
                                                               resume, meta, progress, self.cfg.sampling.batch_size)
             log.info("latents %s, scale %.4f", tuple(raw.shape[1:]), self.scale)
             ckpts = ckpts / "unet"
+        if g.init:  # the paper fine-tunes a pretrained UNet; a resumed run's checkpoint then replaces these weights
+            self.init_info = load_pretrained_unet(self.unet, g.init, to_dict(self.cfg.schedule))
+            log.info("fine-tuning the pretrained UNet %s", g.init)
         if g.atp:  # batches of images; the latent objective encodes each normal/defective pair
             to_latent = None if self.vae is None else (lambda b: encode(self.vae, b, self.scale))
             data, objective = x, atp_loss(self.schedule, anomaly_spec(self.cfg), to_latent)
