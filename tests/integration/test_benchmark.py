@@ -56,3 +56,21 @@ def test_benchmark_auto_evaluates_the_label_free_choice_and_names_it(tiny_object
     assert Detector.load(out / "ddad").cfg.scoring.v == {"": 1.0, "scoring.v=1": 1.0, "scoring.v=8": 8.0}[best]
     monkeypatch.setattr(METHODS["ddad"], "auto_grid", {})
     assert main([*args, "--reuse"]) == 2  # refused before anything runs: the method has no auto grid
+
+
+def test_patchcore_coreset_selects_exactly_anomalibs_indices():
+    """The reused-buffer k-center-greedy (no N x d allocation per step) picks the same coreset as anomalib's."""
+    pytest.importorskip("anomalib", reason="PatchCore baseline needs anomalib (pip install -e '.[benchmark]')")
+    import numpy as np
+    import torch
+    from anomalib.models.components.sampling import KCenterGreedy
+
+    from ddad.baselines.patchcore import _kcenter_greedy
+
+    e = torch.randn(3000, 64, generator=torch.Generator().manual_seed(0))
+    out = []
+    for fn in (lambda: _kcenter_greedy(e, 0.05), lambda: KCenterGreedy(e, 0.05).sample_coreset()):
+        torch.manual_seed(1)
+        np.random.seed(1)  # anomalib's random projection draws from numpy's global generator
+        out.append(fn())
+    assert out[0].shape == (150, 64) and torch.equal(out[0], out[1])
