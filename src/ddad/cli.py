@@ -1,4 +1,5 @@
-"""Command line: ddad {demo, train, adapt, evaluate, predict, info}. Thin wrappers over ddad.pipeline."""
+"""Command line: ddad {demo, synth, train, adapt, evaluate, predict, select, report, serve, benchmark, export,
+info}. Thin wrappers over ddad.pipeline."""
 from __future__ import annotations
 
 import argparse
@@ -162,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .pipeline import metrics_markdown, run_evaluate
 
-    det = Detector.load(args.model, args.device)
+    det = Detector.load(args.model, args.device, args.backend, args.precision)
     if args.set:
         from .config import apply_overrides
 
@@ -182,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     w = distributed.init(args.device)  # under torchrun: every process scores its share of the files
     device = f"cuda:{w.local_rank}" if w.size > 1 and str(args.device).startswith("cuda") else args.device
     files = input_files(args.inputs)
-    det = Detector.load(args.model, device)
+    det = Detector.load(args.model, device, args.backend, args.precision)
     t0 = time.perf_counter()
     records = run_predict(det, files, args.out, progress=True)
     seconds = time.perf_counter() - t0
@@ -254,7 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not key and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who can reach this port can use the model "
                     "(set --api-key or DDAD_API_KEY)", args.host)
-    det = Detector.load(args.model, args.device)
+    det = Detector.load(args.model, args.device, args.backend, args.precision)
     limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_pixels=args.max_pixels, max_batch=args.max_batch)
     print(f"serving {args.model} on http://{args.host}:{args.port}/  (POST /predict, GET /health, GET /model)"
           + ("; API key required" if key else ""))
@@ -291,6 +292,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print(run_benchmark(configs, methods, args.out, reuse=args.reuse, ddad_steps=steps, device=args.device,
                         auto=args.auto))
     print(f"tables in {args.out}/benchmark.md and benchmark.json")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .detector import Detector
+    from .runtime import export_detector, fmt_backend
+
+    det = Detector.load(args.model)
+    out = export_detector(det, args.model, args.format, args.out)
+    print(f"exported to {out} (export.json lists the networks); score with it: ddad evaluate|predict|serve "
+          f"--model {args.model} --backend {fmt_backend(args.format)}"
+          + (" [--precision bf16]" if args.format == "openvino" else ""))
     return 0
 
 
@@ -398,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
         if device:
             sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
+    def backend_args(sp):
+        sp.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                        help="what runs the networks: torch (default), or the model's `ddad export` on ONNX Runtime "
+                             "or OpenVINO (CPU)")
+        sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "bf16-all"],
+                        help="fp32 (default); bf16: the diffusion networks in bf16, the feature backbone in fp32; "
+                             "bf16-all: the backbone too (torch autocast, or OpenVINO's bf16 on CPUs with "
+                             "AVX512-BF16/AMX)")
+
     def data_args(sp):
         sp.add_argument("--data", help="dataset folder (default: the model's data.root)")
         sp.add_argument("--layout", help="dataset layout: mvtec, mpdd, btad, visa, mtd, folder")
@@ -446,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--out", help="results folder (default: <model>/eval)")
     data_args(s)
+    backend_args(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="score images, write heatmaps and reconstructions")
@@ -453,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", default="predictions")
     s.add_argument("--device", default="cpu")
+    backend_args(s)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("select", help="choose inference settings without labels: synthetic defects in the held-out "
@@ -498,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None,
                    help="require this key (X-API-Key header or Authorization: Bearer) on /predict and /model; "
                         "default: env DDAD_API_KEY, else no key (fine on localhost)")
+    backend_args(s)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("benchmark", help="train/evaluate methods and baselines on one category, one table")
@@ -518,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose each diffusion method's inference settings without labels before evaluating it "
                         "(`ddad select --auto --apply`: the label-free recipe); the rows name the choice")
     s.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("export", help="export the inference networks to ONNX or OpenVINO (then --backend on "
+                                      "evaluate, predict, serve)")
+    s.add_argument("--model", required=True, help="model directory from `ddad train`")
+    s.add_argument("--format", required=True, choices=["onnx", "openvino"])
+    s.add_argument("--out", help="folder (default: <model>/export/<format>, where --backend looks)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("info", help="UNet presets with parameter counts, backbones")
     s.set_defaults(func=cmd_info)

@@ -60,6 +60,7 @@ def test_health_model_and_page(client):
     assert client.get("/health").json()["status"] == "ok"
     m = client.get("/model").json()
     assert m["image_size"] == 32 and m["threshold"] > 0
+    assert m["runtime"] == {"backend": "torch", "precision": "fp32"}
     assert "Drop an image" in client.get("/").text
 
 

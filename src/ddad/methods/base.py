@@ -116,6 +116,7 @@ class Detector:
         self.adapt_result: AdaptResult | None = None
         self.adapted = False
         self.loaded_meta: dict = {}  # model.json of the directory this detector was loaded from
+        self.runtime = {"backend": "torch", "precision": "fp32"}  # what runs the inference networks (ddad.runtime)
 
     # ---- what a method provides -------------------------------------------------------------------
     @classmethod
@@ -285,8 +286,10 @@ class Detector:
         return d
 
     @staticmethod
-    def load(run_dir: str | Path, device: str = "cpu") -> "Detector":
-        """Load a model directory; its model.json says which method it is (models from before methods: DDAD)."""
+    def load(run_dir: str | Path, device: str = "cpu", backend: str = "torch", precision: str = "fp32") -> "Detector":
+        """Load a model directory; its model.json says which method it is (models from before methods: DDAD).
+        backend/precision: what runs the inference networks (ddad.runtime; onnxruntime and openvino run the
+        model's `ddad export`)."""
         d = Path(run_dir)
         if not d.is_dir():
             raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
@@ -308,4 +311,9 @@ class Detector:
         det.load_state(load_tensors(d / "state.safetensors") if (d / "state.safetensors").is_file() else {})
         if (d / "calibration.json").is_file():
             det.calibration = Calibration.from_json(load_json(d / "calibration.json"))
-        return det.to(device)
+        det.to(device)
+        if (backend, precision) != ("torch", "fp32"):
+            from ..runtime import use_backend
+
+            use_backend(det, d, backend, precision)
+        return det

@@ -84,6 +84,7 @@ def create_app(detector, limits: ServeLimits = ServeLimits(), api_key: str | Non
         return {"ddad_version": __version__, "method": c.method, "preset": c.model.preset, "image_size": c.data.image_size,
                 "image_height": c.data.shape[0],
                 "backbone": c.features.backbone, "adapted": detector.adapted, "sampling": c.sampling.__dict__,
+                "runtime": dict(detector.runtime),  # backend and precision of the networks (ddad.runtime)
                 "threshold": threshold, "pixel_threshold": cal.pixel_threshold if cal else None,
                 "false_reject_rate": c.scoring.false_reject_rate,
                 "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "min_side": limits.min_side}}
