@@ -276,7 +276,7 @@ def use_backend(det, model_dir: str | Path | None, backend: str = "torch", preci
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     det.runtime = {"backend": backend, "precision": precision}
     if backend == "torch":
-        if precision != "fp32":  # the networks' forward (and with bf16-all the backbone's) under CPU bf16 autocast
+        if precision != "fp32":  # the networks' forward (and with bf16-all the backbone's) under bf16 autocast
             for net in [*det.networks().values(), *([det.extractor.body] if precision == "bf16-all" else [])]:
                 swap_forward(net, _autocast(getattr(net, "_ddad_original_forward", net.forward)))
         return det
@@ -338,7 +338,7 @@ def _exported(net: nn.Module, run: Callable, spec: dict) -> Callable:
 
 def _autocast(original: Callable) -> Callable:
     def forward(*args, **kwargs):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args[0].device.type == "cpu"):
+        with torch.autocast(args[0].device.type, dtype=torch.bfloat16):  # CPU or CUDA
             out = original(*args, **kwargs)
         flat, spec = _flatten(out)
         return _rebuild([o.float() for o in flat], spec)

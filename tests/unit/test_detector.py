@@ -186,3 +186,18 @@ def test_training_adaptation_and_calibration_from_an_imageset_equal_the_tensor_p
     for (k, x), y in zip(a.extractor.state_dict().items(), b.extractor.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
     assert a.calibrate(whole) == b.calibrate(lazy)
+
+
+def test_ema_update_equals_the_per_tensor_lerp():
+    """The multi-tensor EMA step (ddad.diffusion.train.ema_update) is the same lerp, element for element, as one
+    lerp per tensor; bf16 weights are averaged in float32, integer buffers copied."""
+    from ddad.diffusion.train import ema_update
+
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g), torch.randn(4, generator=g).bfloat16(),
+               torch.tensor([3, 1], dtype=torch.int64)]
+    ema = [torch.randn(w.shape, generator=g) for w in weights]
+    want = [e.clone().lerp_(w.float(), 1 - 0.99) if w.is_floating_point() else w.float() for e, w in zip(ema, weights)]
+    ema_update(list(zip(ema, weights)), 0.99)
+    for e, w in zip(ema, want):
+        assert torch.equal(e, w)

@@ -22,7 +22,7 @@ from ..config import TrainConfig
 from ..data import ImageSet
 from .schedule import NoiseSchedule
 
-__all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME"]
+__all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME", "ema_update"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last"
@@ -55,6 +55,19 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or adamw")
+
+
+@torch.no_grad()
+def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weight for each (float32 ema, weight) pair; integer buffers are copied.
+    One multi-tensor lerp over the weights of the EMA's dtype (a few kernel launches on a GPU instead of one per
+    tensor; the same lerp, element for element, on a CPU), the others (bf16 weights, buffers) one by one."""
+    same = [(e, v) for e, v in pairs if v.dtype == e.dtype]
+    if same:
+        torch._foreach_lerp_([e for e, _ in same], [v for _, v in same], 1 - decay)
+    for e, v in pairs:
+        if v.dtype != e.dtype:
+            e.lerp_(v.float(), 1 - decay) if v.is_floating_point() else e.copy_(v)
 
 
 def _save(ckpt: Path, model, ema, opt, step: int, loss: float, fingerprint: str, meta: dict) -> None:
@@ -206,9 +219,7 @@ def train_model(
         step += 1
         # 3. EMA, progress, checkpoints
         if ema_pairs is not None:
-            with torch.no_grad():
-                for e, v in ema_pairs:
-                    e.lerp_(v.float(), 1 - cfg.ema_decay) if v.is_floating_point() else e.copy_(v)
+            ema_update(ema_pairs, cfg.ema_decay)
         bar.update(1)
         last = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if step % 25 == 0 or last:  # reading the loss waits for the GPU: not every step
