@@ -30,7 +30,7 @@ from ddad.config import load_config
 from ddad.data import load_dataset
 from ddad.detector import Detector
 from ddad.pipeline import stack_images
-from ddad.runtime import swap_forward, export_detector, traced_networks
+from ddad.runtime import export_detector, swap_forward, traced_networks
 
 DEFAULT = "torch:fp32,torch-compile:fp32,torch:bf16,onnxruntime:fp32,openvino:fp32,openvino:bf16"
 
@@ -38,8 +38,6 @@ DEFAULT = "torch:fp32,torch-compile:fp32,torch:bf16,onnxruntime:fp32,openvino:fp
 def _random_backbone(cfg, work: Path):
     """features.weights -> a file of seeded random weights for the config's backbone (timing only)."""
     from safetensors.torch import save_file
-
-    from ddad.features.extractor import BACKBONES
 
     name = cfg.features.backbone
     if not name.startswith(("wide_resnet", "resnet")):
@@ -50,17 +48,14 @@ def _random_backbone(cfg, work: Path):
     state = getattr(torchvision.models, name)(weights=None).state_dict()
     path = work / f"{name}-random.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, path)
-    assert name in BACKBONES
     return replace(cfg, features=replace(cfg.features, weights=str(path)))
 
 
-def _model_dir(spec: str, data: str, work: Path | None, random_backbone: bool, x: torch.Tensor | None) -> Path:
-    if Path(spec).suffix not in (".yaml", ".yml"):
-        return Path(spec)
+def _untrained_model_dir(cfg, work: Path | None, random_backbone: bool, x: torch.Tensor) -> Path:
+    """The untrained detector of `cfg`, calibrated on a few images and saved to work/model."""
     if work is None:
         raise SystemExit("a config needs --work DIR (the untrained model is saved and exported there)")
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(spec, [f"data.root={data}"])
     if random_backbone:
         cfg = _random_backbone(cfg, work)
     det = Detector.create(cfg)
@@ -74,7 +69,7 @@ def _load(model: Path, backend: str, precision: str) -> Detector:
         return Detector.load(model, backend=backend, precision=precision)
     det = Detector.load(model, precision=precision)
     for t in traced_networks(det):
-        swap_forward(t.module, torch.compile(t.module.forward))
+        swap_forward(t.module, torch.compile)
     return det
 
 
@@ -92,8 +87,9 @@ def main() -> None:
 
     spec_cfg = load_config(args.model, [f"data.root={args.data}"]) if args.model.endswith((".yaml", ".yml")) else None
     shape = spec_cfg.data if spec_cfg else Detector.load(args.model).cfg.data
-    x = stack_images(load_dataset(shape.layout, args.data, "test", shape.category, shape.shape, shape.seed))[: args.images]
-    model = _model_dir(args.model, args.data, args.work, args.random_backbone, x)
+    test = load_dataset(shape.layout, args.data, "test", shape.category, shape.shape, shape.seed)
+    x = stack_images(test)[: args.images]
+    model = Path(args.model) if spec_cfg is None else _untrained_model_dir(spec_cfg, args.work, args.random_backbone, x)
     runs = [tuple(b.split(":")) for b in args.backends.split(",")]
     if not args.no_export:
         for fmt, needed in (("onnx", "onnxruntime"), ("openvino", "openvino")):
@@ -105,7 +101,7 @@ def main() -> None:
     for b, prec in runs:
         t0 = time.perf_counter()
         dets[(b, prec)] = _load(model, b, prec)
-        dets[(b, prec)].predict(x[:1])  # warm-up (torch.compile compiles here)
+        dets[(b, prec)].predict(x)  # warm-up at the timed batch shape (torch.compile compiles for it here)
         print(f"load + warm-up {b} {prec}: {time.perf_counter() - t0:.1f} s")
     c = dets[runs[0]].cfg
     times = {r: [] for r in runs}

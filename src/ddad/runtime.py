@@ -26,6 +26,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,11 +62,12 @@ def export_dir(model_dir: str | Path, fmt: str) -> Path:
 # ---- what a detector calls at inference ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Traced:
-    """One network as scored: its module, the positional tensors of its first call, the structure of its output."""
+    """One network as scored: its module, the positional tensors of its first call and what that call returned."""
 
     name: str
     module: nn.Module
     inputs: tuple[torch.Tensor, ...]
+    outputs: tuple[torch.Tensor, ...]  # the first call's output, flattened (_flatten)
     output: dict  # {"kind": "tensor" | "sequence" | "fields", "keys": [...] for fields, "n": number of tensors}
 
 
@@ -101,37 +103,35 @@ def _rebuild(tensors: list[torch.Tensor], spec: dict):
 
 
 def traced_networks(det, images: torch.Tensor | None = None) -> list[Traced]:
-    """The networks `det.terms` calls through forward, with their first call's tensors: scores `images` (default
-    two mid-grey images of the model's size; two, so that no graph is specialised to a batch of one) with forward
-    pre-hooks on `det.networks()` and the extractor's backbone. Each network's output is then recomputed by its
-    PyTorch forward to record its structure."""
+    """The networks `det.terms` calls through forward, with their first call's tensors and output: scores `images`
+    (default two mid-grey images of the model's size; two, so that no graph is specialised to a batch of one) with
+    forward hooks on `det.networks()` and the extractor's backbone."""
     h, w = det.cfg.data.shape
     images = torch.full((2, 3, h, w), 0.5) if images is None else images
     candidates = dict(det.networks()) | {"extractor": det.extractor.body}
-    seen: dict[str, tuple | None] = {}
+    seen: dict[str, Traced | None] = {}
 
     def hook(name):
-        def pre(module, args, kwargs):
+        def record(module, args, kwargs, out):
             if name not in seen:
                 plain = not kwargs and all(isinstance(a, torch.Tensor) for a in args)
                 if not plain:
                     log.warning("%s is called with keyword or non-tensor arguments; it stays on PyTorch", name)
-                seen[name] = tuple(a.detach().clone() for a in args) if plain else None
-        return pre
+                    seen[name] = None
+                    return
+                flat, spec = _flatten(out)
+                seen[name] = Traced(name, module, tuple(a.detach().clone() for a in args),
+                                    tuple(o.detach().clone() for o in flat), spec)
+        return record
 
-    handles = [net.register_forward_pre_hook(hook(name), with_kwargs=True) for name, net in candidates.items()]
+    handles = [net.register_forward_hook(hook(name), with_kwargs=True) for name, net in candidates.items()]
     try:
         with torch.inference_mode():
             det.terms(images.to(det.device))
     finally:
         for handle in handles:
             handle.remove()
-    traced = []
-    for name, args in seen.items():
-        if args is not None:
-            with torch.inference_mode():
-                _, spec = _flatten(candidates[name](*args))
-            traced.append(Traced(name, candidates[name], args, spec))
+    traced = [t for t in seen.values() if t is not None]
     if not traced:
         raise ExportError(f"{det.name}: no network was called through forward while scoring; nothing to export")
     return traced
@@ -203,11 +203,8 @@ def export_detector(det, model_dir: str | Path, fmt: str, out: str | Path | None
             "weights_sha256": _weights_digest(model_dir), "torch_version": torch.__version__}
     # the check: each exported graph against PyTorch on the traced inputs, in fp32
     for t in traced:
-        runner = _runner(fmt_backend(fmt), d, t.name, nets[t.name], "fp32")
-        with torch.inference_mode():
-            want, _ = _flatten(t.module(*t.inputs))
-        got = runner(*t.inputs)
-        for a, b in zip(want, got):
+        got = _runner(fmt_backend(fmt), d, t.name, nets[t.name], "fp32")(*t.inputs)
+        for a, b in zip(t.outputs, got):
             err = float((a.float() - b).abs().max() / a.float().abs().max().clamp_min(1e-6))
             if err > 1e-3:
                 raise ExportError(f"the exported {t.name} differs from PyTorch's by {err:.2e} (relative max); "
@@ -218,7 +215,8 @@ def export_detector(det, model_dir: str | Path, fmt: str, out: str | Path | None
 
 
 def fmt_backend(fmt: str) -> str:
-    return {"onnx": "onnxruntime", "openvino": "openvino"}[fmt]
+    """The backend that runs an export format (onnx -> onnxruntime)."""
+    return {f: b for b, f in _FORMAT_OF.items()}[fmt]
 
 
 # ---- running an export --------------------------------------------------------------------------------
@@ -278,7 +276,7 @@ def use_backend(det, model_dir: str | Path | None, backend: str = "torch", preci
     if backend == "torch":
         if precision != "fp32":  # the networks' forward (and with bf16-all the backbone's) under bf16 autocast
             for net in [*det.networks().values(), *([det.extractor.body] if precision == "bf16-all" else [])]:
-                swap_forward(net, _autocast(getattr(net, "_ddad_original_forward", net.forward)))
+                swap_forward(net, _autocast)
         return det
     if det.device.type != "cpu":
         raise ExportError(f"the {backend} backend runs on the CPU here; drop --device {det.device} or use "
@@ -302,7 +300,7 @@ def use_backend(det, model_dir: str | Path | None, backend: str = "torch", preci
         if name not in modules:
             raise ExportError(f"the export in {d} has a network {name!r} this {det.name} model does not have")
         run = _runner(backend, d, name, entry, _network_precision(name, precision))
-        swap_forward(modules[name], _exported(modules[name], run, entry["output"]))
+        swap_forward(modules[name], partial(_exported, modules[name], run, entry["output"]))
     det.runtime["export"] = str(d)
     return det
 
@@ -313,11 +311,12 @@ def _network_precision(name: str, precision: str) -> str:
     return "bf16"
 
 
-def swap_forward(net: nn.Module, forward: Callable) -> None:
-    """net(...) calls `forward` from now on; its own PyTorch forward is kept as net._ddad_original_forward."""
+def swap_forward(net: nn.Module, wrap: Callable[[Callable], Callable]) -> None:
+    """net(...) calls wrap(its PyTorch forward) from now on; that forward is kept as net._ddad_original_forward (a
+    second swap wraps it, not the first swap's wrapper)."""
     if not hasattr(net, "_ddad_original_forward"):
         net._ddad_original_forward = net.forward
-    net.forward = forward
+    net.forward = wrap(net._ddad_original_forward)
 
 
 def _needs_autograd(net: nn.Module, args) -> bool:
@@ -325,12 +324,11 @@ def _needs_autograd(net: nn.Module, args) -> bool:
                                                              for a in args))
 
 
-def _exported(net: nn.Module, run: Callable, spec: dict) -> Callable:
-    original = getattr(net, "_ddad_original_forward", net.forward)
-
+def _exported(net: nn.Module, run: Callable, spec: dict, original: Callable) -> Callable:
+    """net's forward on an exported graph (`run`), PyTorch's (`original`) where a gradient is wanted."""
     def forward(*args, **kwargs):
         if kwargs or _needs_autograd(net, args):
-            return original(*args, **kwargs)  # a gradient is wanted: the PyTorch network
+            return original(*args, **kwargs)
         device = args[0].device
         return _rebuild([o.to(device) for o in run(*args)], spec)
     return forward

@@ -22,7 +22,8 @@ from ..config import TrainConfig
 from ..data import ImageSet
 from .schedule import NoiseSchedule
 
-__all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME", "ema_update"]
+__all__ = ["TrainResult", "LossFn", "eps_loss", "train_model", "train_diffusion", "data_fingerprint", "CHECKPOINT_NAME",
+           "ema_update"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last"

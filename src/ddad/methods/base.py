@@ -311,9 +311,6 @@ class Detector:
         det.load_state(load_tensors(d / "state.safetensors") if (d / "state.safetensors").is_file() else {})
         if (d / "calibration.json").is_file():
             det.calibration = Calibration.from_json(load_json(d / "calibration.json"))
-        det.to(device)
-        if (backend, precision) != ("torch", "fp32"):
-            from ..runtime import use_backend
+        from ..runtime import use_backend
 
-            use_backend(det, d, backend, precision)
-        return det
+        return use_backend(det.to(device), d, backend, precision)
