@@ -130,11 +130,12 @@ def _require_auto_grids(methods) -> None:
 
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
-                 data: str | None = None, apply: bool = True):
+                 data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
-    from .selection import auto_select
+    from .selection import STRENGTHS, auto_select
 
-    sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply)
+    sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
+                      strengths=tuple(strengths or STRENGTHS))
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -142,8 +143,12 @@ def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str
 
 
 def _print_selection(sel) -> None:
+    from .selection import SATURATED
+
+    faint = "" if sel.strength == 1 else (f" at {sel.strength:g} of full contrast (the model as saved found every "
+                                          f"defect at {', '.join(f'{k:g}' for k, v in sel.probes.items() if v >= SATURATED)})")
     print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, per defect source ({', '.join(sel.sources)}), the "
-          f"same with synthetic defects; calibrated on {sel.n_calibration}"
+          f"same with synthetic defects{faint}; calibrated on {sel.n_calibration}"
           f"{' (the same images: too few to split)' if sel.shared else ''}\n")
     print(sel.table())
     print(f"\nbest: {sel.best or '(as saved)'}")
@@ -219,11 +224,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
         method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
-                     args.data, args.apply)
+                     args.data, args.apply, args.proxy_strength)
         return 0
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
-    sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source)
+    sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
+                          **({"strengths": tuple(args.proxy_strength)} if args.proxy_strength else {}))
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
@@ -494,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "look nominal) or a folder of texture images; several comma-separated "
                                           "give one defective copy each (default: the config's, grid; with --auto: "
                                           "grid,texture)")
+    s.add_argument("--proxy-strength", nargs="+", type=float, metavar="S",
+                   help="the synthetic defects' contrast, 1 = full (DRAEM's blend); several values are tried in turn "
+                        "while the model as saved finds every defect (proxy image AUROC ~1), and the candidates are "
+                        "scored at the first it does not (default: 1 0.5 0.25); one value: that contrast only")
     s.add_argument("--auto", action="store_true",
                    help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
                         "on a proxy with defects filled from the image's own cells AND a generated texture "

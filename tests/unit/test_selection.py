@@ -151,3 +151,64 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     cfg = Detector.load(model).cfg
     want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
     assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]
+
+
+def test_defect_strength_scales_the_pasted_contrast_and_one_is_the_draem_blend():
+    from dataclasses import replace
+
+    from ddad.data.anomalies import AnomalySpec
+
+    g = torch.Generator().manual_seed(0)
+    nominal = torch.rand(3, 3, 32, 32, generator=g)
+    spec = proxy_spec(DDADConfig())
+    full = proxy_set(nominal, spec, seed=2)
+    assert torch.equal(proxy_set(nominal, replace(spec, strength=1.0), seed=2).images, full.images)
+    half = proxy_set(nominal, replace(spec, strength=0.5), seed=2)
+    assert torch.equal(half.masks, full.masks)  # the same defects, fainter
+    torch.testing.assert_close(half.images[3:] - nominal, 0.5 * (full.images[3:] - nominal), atol=1e-6, rtol=0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="strength must be in"):
+            AnomalySpec(strength=bad)
+
+
+def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_scored(tiny_model, tmp_path,
+                                                                                       monkeypatch, capsys):
+    import shutil
+
+    import ddad.selection as selection
+    from ddad.cli import main
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    built, scored = [], []
+    real_proxy_set = selection.proxy_set
+
+    def recording_proxy_set(nominal, spec, seed=0, sources=None):
+        built.append(spec.strength)
+        return real_proxy_set(nominal, spec, seed, sources)
+
+    def fake_metrics(det, proxy):  # every defect found above strength 0.3: the ladder must stop at 0.25
+        scored.append((det.cfg.scoring.sigma, built[-1]))
+        return Metrics(1.0 if built[-1] > 0.3 else 0.9, 0.7, 0.5)
+
+    monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
+    monkeypatch.setattr(selection, "proxy_metrics", fake_metrics)
+    sel = select_settings(model, ["", "scoring.sigma=2.0"], progress=False)
+    assert built == [1.0, 0.5, 0.25] and sel.strength == 0.25 and sel.probes == {1.0: 1.0, 0.5: 1.0, 0.25: 0.9}
+    assert scored == [(1.0, 1.0), (1.0, 0.5), (1.0, 0.25), (2.0, 0.25)]  # the probe is not scored twice
+    assert not sel.saturated
+    built.clear(), scored.clear()  # one strength: no adaptation, and a proxy aced by all is flagged
+    sel = select_settings(model, ["", "scoring.sigma=2.0"], progress=False, strengths=(1.0,))
+    assert built == [1.0] and sel.strength == 1.0 and sel.saturated and "strength 1" in sel.warning()
+    built.clear(), scored.clear()  # not aced at full contrast: used as it is (the stand-ins' case)
+    monkeypatch.setattr(selection, "proxy_metrics", lambda det, proxy: Metrics(0.8, 0.7, 0.5))
+    assert select_settings(model, ["", "scoring.sigma=2.0"], progress=False).strength == 1.0 and built == [1.0]
+    with pytest.raises(ValueError, match="proxy strengths"):
+        select_settings(model, [""], progress=False, strengths=(0.0,))
+    monkeypatch.setattr(selection, "proxy_metrics", fake_metrics)
+    assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "2.0", "--apply"]) == 0
+    assert "at 0.25 of full contrast" in capsys.readouterr().out
+    saved = json.loads((model / "selection.json").read_text())
+    assert saved["proxy_strength"] == 0.25 and saved["strength_probes"] == {"1.0": 1.0, "0.5": 1.0, "0.25": 0.9}
+    assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "2.0", "--proxy-strength", "0.5"]) == 0
+    assert "at 0.5 of full contrast" in capsys.readouterr().out

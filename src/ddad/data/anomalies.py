@@ -9,6 +9,7 @@ masks are known):
     source = the image's own grid cells shuffled (default), a generated colour texture, or an image from a local
              texture folder (e.g. DTD, which cannot be downloaded here)
     x_anom = (1 - m) x + m ((1 - beta) source + beta x),   beta ~ U(0, beta_max)      (DRAEM Eq. 1; beta_max 0.8)
+    x_faint = x + strength (x_anom - x)                    strength in (0, 1], 1 = DRAEM (a fainter proxy defect)
 
 and an anomaly in a fraction `probability` of the samples (GLAD: half). Everything is drawn from one
 numpy Generator, so (image, seed) gives the same result on every machine.
@@ -38,12 +39,17 @@ class AnomalySpec:
     foreground: str = "none"  # none | otsu (objects on a plain background: defects only on the object)
     source: str = "grid"  # grid (the image's own shuffled cells) | texture (generated) | a folder of texture images
     grid: int = 8  # cells per side for source=grid
+    # the defect's contrast against the image, scaled after the blend (1 = DRAEM): `ddad select` lowers it when every
+    # pasted defect is found, so that image detection still ranks the candidates (selection.STRENGTHS)
+    strength: float = 1.0
 
     def __post_init__(self):
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
         if not 0.0 <= self.beta_max < 1.0:
             raise ValueError(f"beta_max must be in [0, 1), got {self.beta_max}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1] (1 = the full DRAEM blend), got {self.strength}")
         if not 0 <= self.min_scale < self.max_scale:
             raise ValueError(f"need 0 <= min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
         if self.foreground not in ("none", "otsu"):
@@ -178,6 +184,8 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
     beta = float(rng.uniform(0, spec.beta_max))
     mf = m[..., None].astype(np.float64)
     out = (1 - mf) * x + mf * ((1 - beta) * src + beta * x)
+    if spec.strength != 1.0:
+        out = x + spec.strength * (out - x)
     t = torch.from_numpy(np.clip(out, 0, 1)).permute(2, 0, 1).to(image.dtype).contiguous()
     return SyntheticAnomaly(t, torch.from_numpy(m.astype(np.float32))[None], True, beta)
 
