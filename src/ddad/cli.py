@@ -115,6 +115,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"model saved to {args.out} (threshold {det.calibration.threshold:.4g})")
     if args.auto:
+        if cfg.adapt.epochs > 0:  # choose on the features the model will score with, not ImageNet's
+            from .pipeline import run_adapt
+
+            run_adapt(args.out, device=args.device)
+            print(f"adapted feature extractor saved to {args.out}/extractor.safetensors")
         _auto_select(args.out, type(det), args.device, cfg.data.seed)
     return 0
 
@@ -459,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="dataset folder of nominal images (same as --set data.root=PATH)")
     s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     s.add_argument("--auto", action="store_true",
-                   help="after training, choose the inference settings without labels (`ddad select --auto --apply`: "
-                        "the method's default grid on held-out nominal images with synthetic defects)")
+                   help="after training, run the config's domain adaptation (`ddad adapt`, when adapt.epochs > 0), "
+                        "then choose the inference settings without labels (`ddad select --auto --apply`: the method's "
+                        "default grid on held-out nominal images with synthetic defects)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="domain adaptation of the feature extractor (Eq. 10)")

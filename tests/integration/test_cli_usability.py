@@ -151,6 +151,7 @@ def test_train_auto_selects_and_saves_the_label_free_choice(tiny_object, tmp_pat
     text = capsys.readouterr().out
     saved = json.loads((out / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8"} and f"best: {saved['best'] or '(as saved)'}" in text
+    assert (out / "extractor.safetensors").exists()  # the config's adaptation (tiny: 1 epoch) ran before selecting
     assert Detector.load(out).cfg.scoring.v == {"": 1.0, "scoring.v=1": 1.0, "scoring.v=8": 8.0}[saved["best"]]
 
 
