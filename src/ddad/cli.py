@@ -219,7 +219,7 @@ def summary_line(records, seconds: float, skipped: int = 0) -> str:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from .selection import apply_selection, candidates_from_grid, select_settings
+    from .selection import STRENGTHS, apply_selection, candidates_from_grid, select_settings
 
     candidates = candidates_from_grid(args.grid, args.tries)
     if args.auto:
@@ -234,7 +234,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
-                          **({"strengths": tuple(args.proxy_strength)} if args.proxy_strength else {}))
+                          strengths=tuple(args.proxy_strength or STRENGTHS))
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
