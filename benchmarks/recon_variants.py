@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from ddad.data import load_dataset
 from ddad.detector import Detector
 from ddad.metrics import MapAccumulator
-from ddad.pipeline import nominal_split
 from ddad.scoring import feature_distance, pixel_distance, smooth
 from ddad.scoring.patch_match import patch_nn_distance
-from ddad.selection import AUTO_PROXY, MIN_SPLIT, proxy_set, proxy_sources, proxy_spec
+from ddad.selection import AUTO_PROXY, held_out_split, proxy_set, proxy_sources, proxy_spec
 
 
 def main() -> None:
@@ -50,8 +49,7 @@ def main() -> None:
     x_test = torch.stack([s.image for s in samples])
     m_test = torch.stack([s.mask[0] > 0.5 if s.mask is not None else torch.zeros(x_test.shape[-2:], dtype=torch.bool)
                           for s in samples])
-    held = nominal_split(cfg)[1].stack()
-    cal, nom = (held, held) if held.shape[0] < 2 * MIN_SPLIT else (held[0::2], held[1::2])  # as ddad select
+    cal, nom, _ = held_out_split(cfg)  # as ddad select
     proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(AUTO_PROXY))
     sets = {"cal": (cal, None, None), "test": (x_test, np.array([s.label for s in samples]), m_test),
             "proxy": (proxy.images, proxy.labels.numpy(), proxy.masks[:, 0] > 0.5)}

@@ -45,7 +45,7 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "Selection", "select_settings", "MIN_SPLIT"]
+__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -194,6 +194,18 @@ class Selection:
         return format_table(named, ("objective",))
 
 
+def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(calibration images, proxy nominal images, shared) from the config's held-out nominal images: alternate
+    images, or all of them for both when there are fewer than 2 * MIN_SPLIT (shared)."""
+    from .pipeline import nominal_split
+
+    held = nominal_split(cfg)[1]
+    held = held.stack() if isinstance(held, ImageSet) else held  # the held-out images are few: used whole
+    if held.shape[0] < 2 * MIN_SPLIT:
+        return held, held, True
+    return held[0::2], held[1::2], False
+
+
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
                     strengths: tuple[float, ...] = STRENGTHS) -> Selection:
@@ -204,19 +216,15 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     several comma-separated for one defective copy each (AUTO_PROXY); None = the config's. On a stochastic texture the
     image's own shuffled cells (grid) look nominal: use texture."""
     from .detector import Detector
-    from .pipeline import nominal_split, trial_copy
+    from .pipeline import trial_copy
 
     model_dir = Path(model_dir)
     base = Detector.load(model_dir, device)
     cfg0 = base.cfg if not data_root else replace(base.cfg, data=replace(base.cfg.data, root=str(data_root)))
-    held = nominal_split(cfg0)[1]
-    held = held.stack() if isinstance(held, ImageSet) else held  # the held-out images are few: used whole
-    n = held.shape[0]
-    shared = n < 2 * MIN_SPLIT
-    cal, nominal = (held, held) if shared else (held[0::2], held[1::2])
+    cal, nominal, shared = held_out_split(cfg0)
     if shared:
         log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
-                    "for a cleaner split)", n)
+                    "for a cleaner split)", cal.shape[0])
     spec = proxy_spec(cfg0)
     sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
     if not strengths or any(not 0 < st <= 1 for st in strengths):
