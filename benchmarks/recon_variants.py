@@ -2,6 +2,7 @@
 
     python benchmarks/recon_variants.py runs/standins/grain/ddad /tmp/x/gv --settings 250:3,500:0,500:1,750:0 --k 4
     python benchmarks/recon_variants.py runs/standins/grain/ddad /tmp/x/gv --settings 250:3,500:1 --layers 1,2,3
+    python benchmarks/recon_variants.py runs/standins/grain/ddad /tmp/x/gv --settings 250:3,500:1 --k 1 --memory
 
 For each start level and conditioning weight (T':w), K reconstructions with different noise seeds (cached in CACHE),
 and maps built from them:
@@ -9,11 +10,13 @@ and maps built from them:
     featmean + v pixmean  both terms averaged over the K reconstructions
     featmin + v pixmin    per pixel, the closest of the K reconstructions
     nn + v pixmin/mean    every input feature patch against all positions of all K reconstructions (GLAD's patch-NN)
-with v in {0, 1, 4, 16} and the scale s = max / max on the calibration images, Gaussian sigma as the model's, image
+with v in {0, 1, 4, 16} (`--memory`: plus m * s_m * M, m in {0, 1, 4}, M = each input patch's 1 - cos to the
+nearest patch of any training image, pooled as Eq. 8, s_m = max D_f / max M on the calibration images) and the scale s = max / max on the calibration images, Gaussian sigma as the model's, image
 score = max. Rows: proxy image AUROC / pixel AUROC / PRO and objective (what `ddad select` would see), then the test
 set's. Not a selection procedure: the test columns are there to see whether any variant could reach a bar at all.
 """
 import argparse
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +30,7 @@ from ddad.data import load_dataset
 from ddad.detector import Detector
 from ddad.metrics import MapAccumulator
 from ddad.scoring import feature_distance, pixel_distance, smooth
-from ddad.scoring.patch_match import patch_nn_distance
+from ddad.scoring.patch_match import memory_bank, memory_distance, patch_nn_distance
 from ddad.selection import AUTO_PROXY, held_out_split, proxy_set, proxy_sources, proxy_spec
 
 
@@ -38,6 +41,8 @@ def main() -> None:
     ap.add_argument("--settings", default="250:3,500:0,500:1,750:0", help="T':w pairs, comma-separated")
     ap.add_argument("--k", type=int, default=4, help="reconstructions per image (noise seeds 0..K-1)")
     ap.add_argument("--layers", help="feature layers, e.g. 1,2,3 (default: the model's)")
+    ap.add_argument("--memory", action="store_true",
+                    help="also a nominal-memory term: each input patch against all training-image patches (kNN, k=1)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     a.cache.mkdir(parents=True, exist_ok=True)
@@ -72,6 +77,19 @@ def main() -> None:
     res = {}
     with torch.inference_mode():
         f_in = {name: feats(v[0]) for name, v in sets.items()}
+        mem = {}
+        if a.memory:
+            from ddad.pipeline import nominal_split
+
+            bank = memory_bank(feats(nominal_split(cfg)[0].stack()))
+            for name, (x, _, _) in sets.items():
+                mem[name] = torch.cat([memory_distance({j: f[i:i + 16] for j, f in f_in[name].items()}, bank,
+                                                       tuple(x.shape[-2:])) for i in range(0, len(x), 16)])
+            row = {n: metrics(smooth(mem[n], cfg.scoring.sigma)[:, 0], sets[n][1], sets[n][2]) for n in ("proxy", "test")}
+            res["mem"] = row
+            p, t = row["proxy"], row["test"]
+            print(f"{'memory alone':38s} proxy {100 * p[0]:5.1f} {100 * p[1]:5.1f} {100 * p[2]:5.1f} obj {np.mean(p):.3f}"
+                  f" | test {100 * t[0]:5.1f} {100 * t[1]:5.1f} {100 * t[2]:5.1f}", flush=True)
         for t_start, w in (tuple(map(float, s.split(":"))) for s in a.settings.split(",")):
             terms = {}
             for name, (x, _, _) in sets.items():
@@ -94,13 +112,16 @@ def main() -> None:
                     nn = nn + F.interpolate(patch_nn_distance(p, r), size=size, mode="bilinear", align_corners=False)
                 terms[name] = {"pix1": pix[0], "feat1": fal[0], "pixmean": pix.mean(0), "featmean": fal.mean(0),
                                "pixmin": pix.amin(0), "featmin": fal.amin(0), "nn": nn}
-            for fn, pn in [("feat1", "pix1"), ("featmean", "pixmean"), ("featmin", "pixmin"), ("nn", "pixmin"),
-                           ("nn", "pixmean")]:
+            pairs = [("feat1", "pix1"), ("featmean", "pixmean"), ("featmin", "pixmin"), ("nn", "pixmin"),
+                     ("nn", "pixmean")] if a.k > 1 else [("feat1", "pix1"), ("nn", "pix1")]
+            for fn, pn in pairs:
                 s = float(terms["cal"][fn].amax() / terms["cal"][pn].amax())
-                for v in (0, 1, 4, 16):
-                    row = {n: metrics(smooth(terms[n][fn] + v * s * terms[n][pn], cfg.scoring.sigma)[:, 0],
-                                      sets[n][1], sets[n][2]) for n in ("proxy", "test")}
-                    key = f"T'{int(t_start)} w{w:g} {fn}+{v}*{pn}"
+                s_m = float(terms["cal"][fn].amax() / mem["cal"].amax()) if mem else 0.0
+                for v, m in itertools.product((0, 1, 4, 16), (0, 1, 4) if mem else (0,)):
+                    row = {n: metrics(smooth(terms[n][fn] + v * s * terms[n][pn] + (m * s_m * mem[n] if m else 0),
+                                             cfg.scoring.sigma)[:, 0], sets[n][1], sets[n][2])
+                           for n in ("proxy", "test")}
+                    key = f"T'{int(t_start)} w{w:g} {fn}+{v}*{pn}" + (f"+{m}*mem" if m else "")
                     res[key] = row
                     p, t = row["proxy"], row["test"]
                     print(f"{key:38s} proxy {100 * p[0]:5.1f} {100 * p[1]:5.1f} {100 * p[2]:5.1f} obj {np.mean(p):.3f}"

@@ -109,6 +109,11 @@ class ScoringConfig:
     image_score: str = "max"  # max (paper) | topk_mean
     topk: int = 64  # pixels averaged when image_score = topk_mean
     false_reject_rate: float = 0.01  # image threshold = this quantile of held-out nominal scores
+    # DDAD: weight m of a nominal-memory term (not in the paper): D += m * s_m * D_m, D_m = each input patch's 1 - cos
+    # to its nearest patch of any training image (pooled and layered as D_f), s_m = max D_f / max D_m on held-out
+    # nominal images. 0 = the paper's map. For stochastic textures, whose reconstruction is a new texture sample
+    # rather than the input minus its defect (BENCHMARKS.md, "Nominal memory")
+    memory: float = 0.0
 
 
 @dataclass(frozen=True)

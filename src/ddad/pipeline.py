@@ -92,6 +92,7 @@ def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: 
     result = det.fit(train, out, resume=resume, progress=progress)
     log.info("trained %d steps in %.0f s (%.1f img/s)", result.steps, result.seconds, result.images_per_second)
     if w.main:
+        det.fit_references(train)
         det.calibrate(val)
         det.save(out)
     return det
@@ -116,9 +117,11 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool,
     val = val if calibration is None else calibration
     if adapt:
         det.reset_extractor()
-        r = det.adapt(train, progress=progress)
+        r = det.adapt(train, progress=progress)  # measures the references with the adapted extractor
         log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss,
                  r.last_loss)
+    else:
+        det.fit_references(train)  # the settings changed (e.g. scoring.memory): references for the new ones
     det.calibrate(val)
     det.save(model_dir)
 

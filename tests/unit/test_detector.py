@@ -201,3 +201,48 @@ def test_ema_update_equals_the_per_tensor_lerp():
     ema_update(list(zip(ema, weights)), 0.99)
     for e, w in zip(ema, want):
         assert torch.equal(e, w)
+
+
+def test_nominal_memory_term_zero_on_training_images_saved_and_rebuilt_with_the_extractor(images, tmp_path):
+    """scoring.memory (not in the paper): the memory of the training images is measured after fit/adapt, a training
+    image's memory term is 0, the bank travels in state.safetensors, and a model without one is told how to get it."""
+    from ddad.pipeline import reuse_trained
+
+    cfg = apply_overrides(DDADConfig(), TINY + ["scoring.memory=1", "adapt.epochs=1"])
+    d = Detector.create(cfg)
+    d.fit(images[:8], tmp_path / "run")
+    with pytest.raises(ModelFileError, match="ddad adapt"):  # fit alone measures no memory (the pipeline does)
+        d.calibrate(images[:4])
+    d.adapt(images[:8])  # measures it with the adapted extractor
+    assert d.terms(images[:8]).maps["memory"].abs().max() < 1e-3  # every training patch is in the memory
+    d.calibrate(images[:4])
+    assert "memory_scale" in d.calibration.constants
+    ref = d.predict(images[8:14])
+    assert ref.terms["memory"].amax() > 0
+    d.save(tmp_path / "m")
+    back = Detector.load(tmp_path / "m")
+    assert sorted(back.memory) == sorted(cfg.features.layers)
+    assert torch.allclose(back.predict(images[8:14]).scores, ref.scores, rtol=1e-2)  # float16 memory on disk
+    # a model without the term carries no memory; switching it on (select/reuse) measures it from the training images
+    plain = Detector.create(apply_overrides(cfg, ["scoring.memory=0"]))
+    plain.fit(images[:8], tmp_path / "run2")
+    plain.fit_references(images[:8])
+    assert plain.memory is None and plain.state() == {}
+    with pytest.raises(ValueError, match="DDAD"):  # other methods have no such term
+        Detector.create(apply_overrides(cfg, ["method=glad"])).fit_references(images[:8])
+
+
+def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, tmp_path):
+    import shutil
+
+    from ddad.pipeline import reuse_trained
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    before = Detector.load(d)
+    assert before.memory is None
+    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["scoring.memory=4"]), progress=False)
+    assert changed == ("scoring",) and sorted(det.memory) == sorted(before.cfg.features.layers)
+    assert (d / "state.safetensors").is_file() and "memory_scale" in Detector.load(d).calibration.constants
+    det, _ = reuse_trained(d, before.cfg, progress=False)  # and off again: the memory is dropped from the model
+    assert det.memory is None and not (d / "state.safetensors").exists()

@@ -54,3 +54,29 @@ def pytest_approx(v):
     import pytest
 
     return pytest.approx(v, rel=1e-4)
+
+
+def test_memory_distance_is_zero_on_the_memory_and_equals_brute_force_patchcore_distance():
+    import torch.nn.functional as F
+
+    from ddad.scoring import memory_bank, memory_distance
+
+    g = torch.Generator().manual_seed(0)
+    train = {2: torch.rand(3, 5, 6, 8, generator=g), 3: torch.rand(3, 7, 3, 4, generator=g)}
+    bank = memory_bank(train)
+    assert bank[2].shape == (5, 3 * 6 * 8) and bank[3].shape == (7, 3 * 3 * 4)
+    # every training patch is in the memory: its distance is 0 (up to float error), whatever the chunk size
+    assert memory_distance(train, bank, (12, 16)).abs().max() < 1e-3
+    test = {j: f[:2] + 0.3 * torch.rand(f[:2].shape, generator=g) for j, f in train.items()}
+    d = memory_distance(test, bank, (12, 16), chunk=5, block=7)
+    assert torch.allclose(d, memory_distance(test, bank, (12, 16)), atol=1e-5)
+    # brute force: zero-padded 3x3 mean (PatchCore's AvgPool2d(3, 1, 1)), Euclidean nearest neighbour per layer
+    ref = 0
+    for j, f in test.items():
+        p = F.avg_pool2d(f, 3, 1, 1).permute(0, 2, 3, 1)
+        b = F.avg_pool2d(train[j], 3, 1, 1).permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+        nn = torch.cdist(p.reshape(-1, f.shape[1]), b).amin(1).view(2, 1, *f.shape[-2:])
+        ref = ref + F.interpolate(nn, size=(12, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(d, ref, atol=1e-4)
+    # per image: an image's map does not depend on its batch mates
+    assert torch.allclose(memory_distance({j: f[1:] for j, f in test.items()}, bank, (12, 16)), d[1:], atol=1e-5)

@@ -1,6 +1,7 @@
 """Label-free selection of inference settings on a proxy set of synthetic defects (ddad.selection)."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,9 +56,8 @@ def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_d
     from ddad.methods import METHODS
 
     c = auto_candidates(METHODS["ddad"])
-    assert c[0] == "" and len(c) == 1 + len(METHODS["ddad"].auto_grid["sampling.start_level"]) * len(
-        METHODS["ddad"].auto_grid["scoring.v"])
-    assert "sampling.start_level=500,scoring.v=16" in c
+    assert c[0] == "" and len(c) == 1 + int(np.prod([len(v) for v in METHODS["ddad"].auto_grid.values()]))
+    assert "sampling.start_level=500,scoring.v=16,scoring.memory=0" in c and "scoring.memory=4" in c[-1]
     for name, cls in METHODS.items():  # every key of every auto grid is an inference setting of a trained model
         for cand in (auto_candidates(cls) if cls.auto_grid else [])[1:]:
             from ddad.config import apply_overrides

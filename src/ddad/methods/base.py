@@ -149,6 +149,15 @@ class Detector:
         """(B, 1, H, W) unsmoothed anomaly map from the terms; constants None = not calibrated yet."""
         raise NotImplementedError
 
+    def fit_references(self, images: torch.Tensor) -> None:
+        """Nominal references the map compares with that depend on the feature extractor or the settings (DDAD's
+        nominal memory), from the training images (N, 3, H, W) in [0, 1] (a tensor or an ImageSet). Called at the end
+        of adapt, and by the pipeline after fit and before re-calibrating a model whose settings changed. Default:
+        none (and scoring.memory, a DDAD term, must stay 0)."""
+        if self.cfg.scoring.memory:
+            raise ValueError(f"scoring.memory={self.cfg.scoring.memory:g} weights DDAD's nominal-memory term; method "
+                             f"{self.name!r} has none. Set scoring.memory: 0 (or method: ddad)")
+
     def state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors besides the networks (e.g. a kNN bank), saved in state.safetensors."""
         return {}
@@ -196,6 +205,7 @@ class Detector:
         # adapt_extractor moves each batch to the extractor's device (this detector's): a tensor or an ImageSet
         self.extractor, self.adapt_result = adapt_extractor(self.extractor, self.adapt_pair, images, c, progress)
         self.adapted = True
+        self.fit_references(images)  # the references were measured with the extractor before adaptation
         return self.adapt_result
 
     def adapt_pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

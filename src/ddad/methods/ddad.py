@@ -1,5 +1,11 @@
 """DDAD (Mousakhan et al.): a pixel-space eps-UNet, conditioned DDIM from T' (Algorithm 1), and the map
-D = D_f + v * s * D_p (Eq. 8-9) with s calibrated on nominal images instead of the test batch."""
+D = D_f + v * s * D_p (Eq. 8-9) with s calibrated on nominal images instead of the test batch.
+
+Not in the paper, off by default: scoring.memory = m adds m * s_m * D_m, D_m the distance of each input patch to a
+nominal memory (every pooled patch of the training images, ddad.scoring.memory_distance), s_m = max D_f / max D_m
+on held-out nominal images. On a stochastic texture the reconstruction is a new sample of the texture, not the input
+minus its defect, and D_f / D_p are high everywhere (BENCHMARKS.md, "Nominal memory"); the memory still knows what
+nominal patches look like. `--auto` lets the proxy set decide between m = 0 and m > 0."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +17,8 @@ from ..config import DDADConfig, to_dict
 from ..diffusion import build_unet
 from ..diffusion.train import TrainResult, train_diffusion
 from ..sampling import FixedStart, reconstruct
-from ..scoring import combine, pixel_distance
+from ..checkpoint import ModelFileError
+from ..scoring import combine, feature_distance, memory_bank, memory_distance, pixel_distance
 from .base import Detector, Terms, _extractor, to_image, to_model
 
 __all__ = ["DDAD"]
@@ -22,12 +29,15 @@ class DDAD(Detector):
     summary = "DDAD: pixel-space UNet, conditioned DDIM from a fixed T', pixel L1 + feature cosine map, domain adaptation"
     # T': the paper's 250 and a deeper start that repaints more of a defect; v: the paper's 1 up to a pixel-led map
     # (on the texture stand-in the proxy chose 500 / 16 and the test set agreed: BENCHMARKS.md, "Beyond bottle").
-    # Neither needs re-adaptation, so a candidate costs one reconstruction of the proxy set.
-    auto_grid = {"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16)}
+    # m (scoring.memory): the nominal-memory term off, level with D_f, or leading (BENCHMARKS.md, "Nominal memory").
+    # None needs re-adaptation, so a candidate costs one reconstruction of the proxy set (plus, for m > 0, one pass
+    # of the extractor over the training images to measure the memory).
+    auto_grid = {"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "scoring.memory": (0, 1, 4)}
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration=None):
         super().__init__(cfg, extractor, calibration)
         self.unet = unet.eval()
+        self.memory: dict[int, torch.Tensor] | None = None  # layer -> (C, N*h*w) nominal patches (scoring.memory)
 
     @classmethod
     def build(cls, cfg: DDADConfig, meta: dict | None = None) -> "DDAD":
@@ -63,13 +73,58 @@ class DDAD(Detector):
                           s.official_offbyone)
         return to_image(out.x0)
 
+    # ---- nominal memory (scoring.memory) --------------------------------------------------------------
+    def fit_references(self, images: torch.Tensor) -> None:
+        """The nominal memory from the training images with the current extractor, where scoring.memory > 0 (none
+        otherwise: a model without the term carries no bank)."""
+        self.memory = None
+        if not self.cfg.scoring.memory:
+            return
+        layers = self.cfg.features.layers
+        parts: dict[int, list[torch.Tensor]] = {j: [] for j in layers}
+        bs = self.cfg.sampling.batch_size
+        with torch.inference_mode():
+            for s in range(0, images.shape[0], bs):
+                for j, f in self.extractor(images[s : s + bs].to(self.device), layers).items():
+                    parts[j].append(f.cpu())
+        self.memory = memory_bank({j: torch.cat(p) for j, p in parts.items()})
+
+    def state(self) -> dict[str, torch.Tensor]:
+        # float16 halves the file (bottle at 256 px features: ~26 MB); cosines of unit vectors lose ~1e-3
+        return {f"memory_{j}": b.half() for j, b in (self.memory or {}).items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        mem = {int(k.split("_", 1)[1]): v.float() for k, v in tensors.items() if k.startswith("memory_")}
+        super().load_state({k: v for k, v in tensors.items() if not k.startswith("memory_")})
+        self.memory = mem or None
+
+    def memory_map(self, f_y: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """D_m from the input's features f_y (layer -> (B, C, h, w))."""
+        layers = self.cfg.features.layers
+        if self.memory is None or sorted(self.memory) != sorted(layers):
+            have = "none" if self.memory is None else f"layers {sorted(self.memory)}"
+            raise ModelFileError(f"scoring.memory={self.cfg.scoring.memory:g} needs the nominal memory of feature "
+                                 f"layers {list(layers)}, this model has {have}: run `ddad adapt MODEL_DIR` (or "
+                                 "det.fit_references(training images)) to measure it")
+        return memory_distance(f_y, self.memory, size)
+
     def terms(self, y: torch.Tensor) -> Terms:
         x0 = self.reconstruct(y)
+        if not self.cfg.scoring.memory:
+            with torch.inference_mode():
+                return Terms(x0, {"pixel": pixel_distance(x0, y), "feature": self.feature_map(x0, y)})
+        layers, size = self.cfg.features.layers, tuple(y.shape[-2:])
         with torch.inference_mode():
-            return Terms(x0, {"pixel": pixel_distance(x0, y), "feature": self.feature_map(x0, y)})
+            f_y = self.extractor(y, layers)  # once, for both feature terms
+            return Terms(x0, {"pixel": pixel_distance(x0, y),
+                              "feature": feature_distance(self.extractor(x0, layers), f_y, size),
+                              "memory": self.memory_map(f_y, size)})
 
     def fit_constants(self, maps: dict[str, torch.Tensor]) -> dict[str, float]:
-        return {"scale": float(maps["feature"].max() / maps["pixel"].max().clamp_min(1e-8))}
+        c = {"scale": float(maps["feature"].max() / maps["pixel"].max().clamp_min(1e-8))}
+        if "memory" in maps:
+            c["memory_scale"] = float(maps["feature"].max() / maps["memory"].max().clamp_min(1e-8))
+        return c
 
     def combine(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None) -> torch.Tensor:
         sc = self.cfg.scoring
@@ -82,4 +137,15 @@ class DDAD(Detector):
                                "(or set scoring.balance=per_image)")
         else:
             scale = constants["scale"]
-        return combine(maps["pixel"], maps["feature"], sc.v, scale)
+        d = combine(maps["pixel"], maps["feature"], sc.v, scale)
+        if sc.memory:
+            d_m = maps["memory"]
+            if scale is None:  # per image, as combine's own balance
+                s_m = maps["feature"].amax(dim=(1, 2, 3), keepdim=True) / d_m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+            elif "memory_scale" not in constants:
+                raise RuntimeError("scoring.memory > 0 but the calibration has no memory_scale: re-calibrate "
+                                   "(det.calibrate(nominal images), or `ddad adapt MODEL_DIR`)")
+            else:
+                s_m = constants["memory_scale"]
+            d = d + sc.memory * s_m * d_m
+        return d

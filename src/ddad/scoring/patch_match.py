@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["patch_nn_distance", "patch_nn_map", "topk_mean"]
+__all__ = ["patch_nn_distance", "patch_nn_map", "topk_mean", "zero_padded_pool", "memory_bank", "memory_distance"]
 
 
 def patch_nn_distance(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -45,3 +45,53 @@ def topk_mean(d: torch.Tensor, k: int) -> torch.Tensor:
     """(B,) mean of the k largest values of each map (B, ...)."""
     flat = d.flatten(1)
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
+
+
+def zero_padded_pool(f: torch.Tensor) -> torch.Tensor:
+    """Locally aware patch features (PatchCore): the 3x3 mean of a feature map (B, C, h, w) with zero padding counted
+    in, as PatchCore's AvgPool2d(3, 1, 1) and the official DDAD patchify. Border patches come out damped, so they are
+    compared with the training images' border patches rather than with their interior; with the padding left out
+    (count_include_pad=False) grain's nominal-memory pixel AUROC fell from 74.5 to 62.1 (BENCHMARKS.md, "Nominal memory")."""
+    return F.avg_pool2d(f, 3, stride=1, padding=1)
+
+
+def memory_bank(features: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Nominal patch memory: per layer, every position of the pooled feature maps (N, C, h, w) of the training
+    images as the columns of a (C, N*h*w) matrix."""
+    return {j: zero_padded_pool(f.float()).permute(1, 0, 2, 3).flatten(1).contiguous() for j, f in features.items()}
+
+
+def _nearest(q: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Index of the nearest (Euclidean) column of bank (C, N) for each row of q (M, C); bank_sq = |columns|^2."""
+    best = torch.full((q.shape[0],), float("inf"), device=q.device)
+    idx = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    for s in range(0, bank.shape[1], chunk):
+        # |q - c|^2 - |q|^2 = |c|^2 - 2 q.c in one fused product; |q|^2 is the same for every column
+        d2, i = torch.addmm(bank_sq[:, s : s + chunk], q, bank[:, s : s + chunk], alpha=-2).min(dim=1)
+        better = d2 < best
+        best, idx = torch.where(better, d2, best), torch.where(better, i + s, idx)
+    return idx
+
+
+def memory_distance(features: dict[int, torch.Tensor], bank: dict[int, torch.Tensor], size: tuple[int, int],
+                    chunk: int = 4096, block: int = 1024) -> torch.Tensor:
+    """(B, 1, H, W) sum over layers of the Euclidean distance of each pooled input patch to its nearest patch in
+    the nominal memory (memory_bank; PatchCore's patch score, layer by layer), bilinearly upsampled to `size`. Each
+    image is compared with the memory alone: nothing depends on the rest of the batch. `block` patches are compared
+    with `chunk` memory columns at a time (a 16 MB buffer: bounded memory, and faster than one large product). Euclidean, not cosine: a faint (low-contrast) defect changes the
+    features' magnitude more than their direction."""
+    out = None
+    for j, f in features.items():
+        p = zero_padded_pool(f.float())
+        b, _, h, w = p.shape
+        q = p.flatten(2).transpose(1, 2).reshape(b * h * w, -1)  # every patch of the batch: (B*hw, C)
+        bj = bank[j].to(q.device, q.dtype)
+        bn = bj.pow(2).sum(0, keepdim=True)
+        idx = torch.cat([_nearest(q[a : a + block], bj, bn, chunk) for a in range(0, q.shape[0], block)])
+        # the neighbour's distance recomputed directly (the expansion cancels badly for near-identical patches: a
+        # training patch would score ~1e-2 instead of 0)
+        d = (q - bj.T[idx]).norm(dim=1).view(b, 1, h, w)
+        d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+        out = d if out is None else out + d
+    assert out is not None, "memory_distance needs at least one layer"
+    return out
