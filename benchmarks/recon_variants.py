@@ -10,8 +10,9 @@ and maps built from them:
     featmean + v pixmean  both terms averaged over the K reconstructions
     featmin + v pixmin    per pixel, the closest of the K reconstructions
     nn + v pixmin/mean    every input feature patch against all positions of all K reconstructions (GLAD's patch-NN)
-with v in {0, 1, 4, 16} (`--memory`: plus m * s_m * M, m in {0, 1, 4}, M = each input patch's 1 - cos to the
-nearest patch of any training image, pooled as Eq. 8, s_m = max D_f / max M on the calibration images) and the scale s = max / max on the calibration images, Gaussian sigma as the model's, image
+with v in {0, 1, 4, 16} (`--memory`: plus m * s_m * M, m in {0, 1, 4}, M = DDAD's nominal-memory term,
+ddad.scoring.memory_distance against the training images, s_m = max D_f / max M on the calibration images) and the
+scale s = max / max on the calibration images, Gaussian sigma as the model's, image
 score = max. Rows: proxy image AUROC / pixel AUROC / PRO and objective (what `ddad select` would see), then the test
 set's. Not a selection procedure: the test columns are there to see whether any variant could reach a bar at all.
 """

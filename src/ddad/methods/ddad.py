@@ -90,7 +90,7 @@ class DDAD(Detector):
         self.memory = memory_bank({j: torch.cat(p) for j, p in parts.items()})
 
     def state(self) -> dict[str, torch.Tensor]:
-        # float16 halves the file (bottle at 256 px features: ~26 MB); cosines of unit vectors lose ~1e-3
+        # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance
         return {f"memory_{j}": b.half() for j, b in (self.memory or {}).items()}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -104,8 +104,8 @@ class DDAD(Detector):
         if self.memory is None or sorted(self.memory) != sorted(layers):
             have = "none" if self.memory is None else f"layers {sorted(self.memory)}"
             raise ModelFileError(f"scoring.memory={self.cfg.scoring.memory:g} needs the nominal memory of feature "
-                                 f"layers {list(layers)}, this model has {have}: run `ddad adapt MODEL_DIR` (or "
-                                 "det.fit_references(training images)) to measure it")
+                                 f"layers {list(layers)}, this model has {have}: run `ddad adapt --model MODEL_DIR` "
+                                 "(or det.fit_references(training images)) to measure it")
         return memory_distance(f_y, self.memory, size)
 
     def terms(self, y: torch.Tensor) -> Terms:
@@ -141,10 +141,11 @@ class DDAD(Detector):
         if sc.memory:
             d_m = maps["memory"]
             if scale is None:  # per image, as combine's own balance
-                s_m = maps["feature"].amax(dim=(1, 2, 3), keepdim=True) / d_m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+                peak = lambda t: t.amax(dim=(1, 2, 3), keepdim=True)  # noqa: E731
+                s_m = peak(maps["feature"]) / peak(d_m).clamp_min(1e-8)
             elif "memory_scale" not in constants:
                 raise RuntimeError("scoring.memory > 0 but the calibration has no memory_scale: re-calibrate "
-                                   "(det.calibrate(nominal images), or `ddad adapt MODEL_DIR`)")
+                                   "(det.calibrate(nominal images), or `ddad adapt --model MODEL_DIR`)")
             else:
                 s_m = constants["memory_scale"]
             d = d + sc.memory * s_m * d_m

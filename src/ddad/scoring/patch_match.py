@@ -78,8 +78,8 @@ def memory_distance(features: dict[int, torch.Tensor], bank: dict[int, torch.Ten
     """(B, 1, H, W) sum over layers of the Euclidean distance of each pooled input patch to its nearest patch in
     the nominal memory (memory_bank; PatchCore's patch score, layer by layer), bilinearly upsampled to `size`. Each
     image is compared with the memory alone: nothing depends on the rest of the batch. `block` patches are compared
-    with `chunk` memory columns at a time (a 16 MB buffer: bounded memory, and faster than one large product). Euclidean, not cosine: a faint (low-contrast) defect changes the
-    features' magnitude more than their direction."""
+    with `chunk` memory columns at a time (a 16 MB buffer: bounded memory, and faster than one large product).
+    Euclidean, not cosine: a faint (low-contrast) defect changes the features' magnitude more than their direction."""
     out = None
     for j, f in features.items():
         p = zero_padded_pool(f.float())
