@@ -110,15 +110,13 @@ class DDAD(Detector):
 
     def terms(self, y: torch.Tensor) -> Terms:
         x0 = self.reconstruct(y)
-        if not self.cfg.scoring.memory:
-            with torch.inference_mode():
-                return Terms(x0, {"pixel": pixel_distance(x0, y), "feature": self.feature_map(x0, y)})
         layers, size = self.cfg.features.layers, tuple(y.shape[-2:])
         with torch.inference_mode():
-            f_y = self.extractor(y, layers)  # once, for both feature terms
-            return Terms(x0, {"pixel": pixel_distance(x0, y),
-                              "feature": feature_distance(self.extractor(x0, layers), f_y, size),
-                              "memory": self.memory_map(f_y, size)})
+            f_y = self.extractor(y, layers)  # once, for D_f and (where on) D_m
+            maps = {"pixel": pixel_distance(x0, y), "feature": feature_distance(self.extractor(x0, layers), f_y, size)}
+            if self.cfg.scoring.memory:
+                maps["memory"] = self.memory_map(f_y, size)
+            return Terms(x0, maps)
 
     def fit_constants(self, maps: dict[str, torch.Tensor]) -> dict[str, float]:
         c = {"scale": float(maps["feature"].max() / maps["pixel"].max().clamp_min(1e-8))}
