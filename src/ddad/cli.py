@@ -135,12 +135,13 @@ def _require_auto_grids(methods) -> None:
 
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
-                 data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None):
+                 data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None,
+                 draws: int | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
-    from .selection import STRENGTHS, auto_select
+    from .selection import PROXY_DRAWS, STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
-                      strengths=tuple(strengths or STRENGTHS))
+                      strengths=tuple(strengths or STRENGTHS), draws=draws or PROXY_DRAWS)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -152,13 +153,14 @@ def _print_selection(sel) -> None:
 
     faint = "" if sel.strength == 1 else (f" at {sel.strength:g} of full contrast (the model as saved found every "
                                           f"defect at {', '.join(f'{k:g}' for k, v in sel.probes.items() if v >= SATURATED)})")
-    print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, per defect source ({', '.join(sel.sources)}), the "
-          f"same with synthetic defects{faint}; calibrated on {sel.n_calibration}"
+    per = f"per defect source ({', '.join(sel.sources)})" + (f" and draw ({sel.draws} draws)" if sel.draws > 1 else "")
+    print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, {per}, the same with synthetic defects{faint}; "
+          f"calibrated on {sel.n_calibration}"
           f"{' (the same images: too few to split)' if sel.shared else ''}\n")
     print(sel.table())
     print(f"\nbest: {sel.best or '(as saved)'}")
-    if sel.warning():
-        print(f"WARNING: {sel.warning()}")
+    for line in sel.warning().splitlines():
+        print(f"WARNING: {line}")
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -219,7 +221,7 @@ def summary_line(records, seconds: float, skipped: int = 0) -> str:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from .selection import STRENGTHS, apply_selection, candidates_from_grid, select_settings
+    from .selection import PROXY_DRAWS, STRENGTHS, apply_selection, candidates_from_grid, select_settings
 
     candidates = candidates_from_grid(args.grid, args.tries)
     if args.auto:
@@ -229,12 +231,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
         method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
-                     args.data, args.apply, args.proxy_strength)
+                     args.data, args.apply, args.proxy_strength, args.proxy_draws)
         return 0
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
-                          strengths=tuple(args.proxy_strength or STRENGTHS))
+                          strengths=tuple(args.proxy_strength or STRENGTHS), draws=args.proxy_draws or PROXY_DRAWS)
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
@@ -510,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the synthetic defects' contrast, 1 = full (DRAEM's blend); several values are tried in turn "
                         "while the model as saved finds every defect (proxy image AUROC ~1), and the candidates are "
                         "scored at the first it does not (default: 1 0.5 0.25); one value: that contrast only")
+    s.add_argument("--proxy-draws", type=int, metavar="K",
+                   help="independent draws of synthetic defects (K defective copies of each image per source): the "
+                        "candidates are ranked on all draws pooled, and the table's 'draws won' says on how many draws "
+                        "alone each was the best (a warning when the best won fewer than half: the choice is "
+                        "uncertain). Cost: about (1 + K * sources) / (1 + sources) times one draw (default: 3)")
     s.add_argument("--auto", action="store_true",
                    help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
                         "on a proxy with defects filled from the image's own cells AND a generated texture "

@@ -10,13 +10,25 @@ nominal images (data.val_fraction). The proxy set is made from them alone:
 
 Each candidate setting (a list of overrides of the sections a trained model can change: features, adapt, sampling,
 scoring and the method's inference options) is applied to a copy of the model, which re-adapts where features/adapt
-changed and re-calibrates on the calibration images; the copy then scores the proxy set. The held-out images are
-split in two where there are at least 2 * MIN_SPLIT of them (calibration half, proxy half), so the proxy's nominal
-images are not the ones the calibration saw; with fewer, both use all of them (said in the result).
+changed and re-calibrates on the calibration images; the copy then scores the proxy set. Candidates whose terms are
+the same (Detector.terms_signature: for DDAD, those differing only in v, sigma or the memory weight m) share one
+copy: its terms (reconstruction, D_f, D_p, D_m) are computed once, and each candidate is scored by recombining them
+(its constants fitted on the calibration images' terms, as calibrate does; its maps combined, smoothed and scored,
+as predict does), with the same numbers as a copy of its own (tests/unit/test_selection.py); DDAD's 18-candidate grid
+needs 4 sets of terms instead of 19. The held-out images are split in two where there are at least 2 * MIN_SPLIT of
+them (calibration half, proxy half), so the proxy's nominal images are not the ones the calibration saw; with fewer,
+both use all of them (said in the result).
+
+One draw of synthetic defects is a small sample (one defective copy per image and source: 24 defective images on a
+category with 12 held-out images), and candidates whose objectives differ by less than its noise swap places from one
+draw to the next. The proxy therefore holds PROXY_DRAWS independent draws (--proxy-draws): the candidates are ranked
+on all of them pooled, and each draw taken alone says how often the best would have been chosen (`wins`); when it
+won fewer than half of the draws the choice is reported as uncertain (on the grain stand-in the two leading
+candidates change places between draws: BENCHMARKS.md).
 
 `--auto` (the label-free recipe, `ddad train --auto`): the candidates are the method's own `auto_grid` and the
-defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each, so the same
-procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`).
+defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each per draw, so
+the same procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`).
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
@@ -45,7 +57,8 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT"]
+__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "proxy_terms", "recombined_metrics",
+           "proxy_metrics", "PROXY_DRAWS"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -55,6 +68,7 @@ MIN_SPLIT = 8  # held-out images per half below which calibration and proxy shar
 AUTO_PROXY = "grid,texture"
 CHANCE_MARGIN = 0.1  # a best objective below 0.5 + this: no candidate finds the synthetic defects (warned)
 STRENGTHS = (1.0, 0.5, 0.25)  # proxy defect contrast, tried in turn while the model as saved finds every defect
+PROXY_DRAWS = 3  # draws of synthetic defects by default (--proxy-draws): the ranking pooled, its stability shown
 SATURATED = 0.99  # proxy image AUROC at or above which the proxy is too easy to rank image detection
 
 
@@ -69,9 +83,14 @@ def auto_candidates(method_cls) -> list[str]:
 
 @dataclass(frozen=True)
 class ProxySet:
-    images: torch.Tensor  # (2N, 3, H, W) in [0, 1]: N nominal, then the same N with a synthetic defect
-    masks: torch.Tensor  # (2N, 1, H, W) in {0, 1}
-    labels: torch.Tensor  # (2N,) int64
+    images: torch.Tensor  # (N + D, 3, H, W) in [0, 1]: N nominal, then D = draws * sources * N with a synthetic defect
+    masks: torch.Tensor  # (N + D, 1, H, W) in {0, 1}
+    labels: torch.Tensor  # (N + D,) int64
+    draw: torch.Tensor | None = None  # (N + D,) int64: -1 for the nominal images, else the defects' draw
+
+    def subset(self, j: int) -> torch.Tensor:
+        """Bool (N + D,): the nominal images and the defective ones of draw j (what a one-draw proxy would hold)."""
+        return (self.draw < 0) | (self.draw == j)
 
 
 def proxy_spec(cfg: DDADConfig) -> AnomalySpec:
@@ -90,19 +109,54 @@ def proxy_sources(source: str) -> tuple[str, ...]:
     return out
 
 
-def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: tuple[str, ...] | None = None) -> ProxySet:
-    """Each nominal image (N, 3, H, W) in [0, 1] as it is and, for every defect source (default: spec.source), once
-    more with a defect forced into it (sample i of source k drawn from (seed, k * N + i): the set does not depend on
-    how it is batched). With several sources the proxy holds N nominal and len(sources) * N defective images."""
-    n = nominal.shape[0]
+def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: tuple[str, ...] | None = None,
+              draws: int = 1) -> ProxySet:
+    """Each nominal image (N, 3, H, W) in [0, 1] as it is and, for every draw and every defect source (default:
+    spec.source), once more with a defect forced into it (sample i of source k in draw j drawn from
+    (seed, (j * len(sources) + k) * N + i): the set does not depend on how it is batched, and draw 0 is the one-draw
+    proxy). The proxy holds N nominal and draws * len(sources) * N defective images."""
+    if draws < 1:
+        raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), got {draws}")
+    n, sources = nominal.shape[0], tuple(sources or (spec.source,))
     images, masks = [nominal], [torch.zeros(n, 1, *nominal.shape[-2:])]
-    for k, src in enumerate(sources or (spec.source,)):
-        defective, m, _ = synthesize_batch(nominal, seed, replace(spec, source=src), force=True, offset=k * n)
-        images.append(defective)
-        masks.append((m > 0.5).float())
-    n_def = n * (len(images) - 1)
-    return ProxySet(torch.cat(images), torch.cat(masks),
-                    torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n_def, dtype=torch.int64)]))
+    draw = [torch.full((n,), -1, dtype=torch.int64)]
+    for j in range(draws):
+        for k, src in enumerate(sources):
+            defective, m, _ = synthesize_batch(nominal, seed, replace(spec, source=src), force=True,
+                                               offset=(j * len(sources) + k) * n)
+            images.append(defective)
+            masks.append((m > 0.5).float())
+            draw.append(torch.full((n,), j, dtype=torch.int64))
+    draw = torch.cat(draw)
+    return ProxySet(torch.cat(images), torch.cat(masks), (draw >= 0).long(), draw)
+
+
+def proxy_terms(det, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The detector's terms (name -> (N, 1, H, W), on the CPU) of images, batch by batch (each image on its own)."""
+    bs = max(1, det.cfg.sampling.batch_size)
+    parts = [det.terms(images[s : s + bs].to(det.device)).maps for s in range(0, len(images), bs)]
+    return {k: torch.cat([p[k].cpu() for p in parts]) for k in parts[0]}
+
+
+def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], maps: dict[str, torch.Tensor],
+                       proxy: ProxySet) -> tuple[Metrics, tuple[float, ...]]:
+    """The metrics of candidate `cfg` on the proxy from terms its detector computed for another candidate of the same
+    Detector.terms_signature: constants fitted on the calibration images' terms (as det.calibrate does), the proxy's
+    terms combined, smoothed and scored (as det.predict does); and, where the proxy holds several draws of defects,
+    the objective on each draw alone (else ()). Leaves det.cfg set to cfg."""
+    det.cfg = cfg
+    combined, scores = det._score(maps, det.fit_constants(cal_maps))
+    scores, combined = scores.cpu().numpy(), combined[:, 0].float().cpu().numpy()
+    labels, masks = proxy.labels.numpy(), proxy.masks[:, 0].numpy().astype(bool)
+
+    def metrics(keep: np.ndarray | slice = slice(None)) -> Metrics:
+        acc = MapAccumulator()
+        acc.add(scores[keep], labels[keep], combined[keep], masks[keep])
+        return acc.compute()
+
+    n_draws = 0 if proxy.draw is None else int(proxy.draw.max()) + 1
+    per_draw = tuple(objective(metrics(proxy.subset(j).numpy())) for j in range(n_draws)) if n_draws > 1 else ()
+    return metrics(), per_draw
 
 
 def proxy_metrics(det, proxy: ProxySet) -> Metrics:
@@ -160,6 +214,29 @@ class Selection:
     sources: tuple[str, ...] = ()  # what the synthetic defects were filled from (AnomalySpec.source)
     strength: float = 1.0  # the proxy defects' contrast (AnomalySpec.strength) the candidates were scored at
     probes: dict[float, float] = field(default_factory=dict)  # strength -> the first candidate's proxy image AUROC
+    draw_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per draw
+
+    @property
+    def draws(self) -> int:
+        """How many independent draws of synthetic defects the proxy held (--proxy-draws)."""
+        return max((len(v) for v in self.draw_objectives.values()), default=1)
+
+    @property
+    def wins(self) -> dict[str, int]:
+        """Candidate -> on how many of the draws it had the highest objective (empty with one draw)."""
+        if self.draws < 2:
+            return {}
+        won = dict.fromkeys(self.rows, 0)
+        for j in range(self.draws):
+            won[max(self.rows, key=lambda c: (np.nan_to_num(self.draw_objectives[c][j], nan=-1.0), c == ""))] += 1
+        return won
+
+    @property
+    def uncertain(self) -> bool:
+        """Other draws of the same kind of synthetic defects would mostly choose something else: the best (on all
+        draws pooled) is the best on fewer than half of the draws alone, so the proxy cannot tell the leading
+        candidates apart on this category."""
+        return self.draws > 1 and self.wins[self.best] < self.draws / 2
 
     @property
     def near_chance(self) -> bool:
@@ -177,21 +254,32 @@ class Selection:
         return len(self.rows) > 1 and all(m.image_auroc == 1.0 for m in self.rows.values())
 
     def warning(self) -> str:
-        """What the user should know about this choice ("" = nothing)."""
+        """What the user should know about this choice ("" = nothing; several findings one per line)."""
+        out = []
         if self.near_chance:
-            return (f"the best proxy objective is {self.rows[self.best].extra['objective']:.3f}, within {CHANCE_MARGIN} "
-                    "of chance (0.5): no candidate finds the synthetic defects in these images, so expect weak "
-                    "detection. Try more training steps, another feature layer/input size (--grid features.layers "
-                    "...), or a proxy closer to the real defects (--proxy-source FOLDER of defect-like textures)")
+            out.append(f"the best proxy objective is {self.rows[self.best].extra['objective']:.3f}, within "
+                       f"{CHANCE_MARGIN} of chance (0.5): no candidate finds the synthetic defects in these images, so "
+                       "expect weak detection. Try more training steps, another feature layer/input size (--grid "
+                       "features.layers ...), or a proxy closer to the real defects (--proxy-source FOLDER of "
+                       "defect-like textures)")
+        if self.uncertain:
+            won = sorted(((c or "(as saved)", w) for c, w in self.wins.items() if w), key=lambda cw: -cw[1])
+            out.append(f"the choice is uncertain: it has the best objective on only {self.wins[self.best]} of the "
+                       f"{self.draws} draws of synthetic defects taken alone (draws won: "
+                       + ", ".join(f"{c} {w}" for c, w in won) + "): the proxy does not separate these settings on "
+                       "this category; check the choice on a few real defects if you have any")
         if self.saturated:
-            return (f"every candidate scores proxy image AUROC 1.0, even with the synthetic defects at strength "
-                    f"{self.strength:g}: they are too easy to rank image detection, and the choice rests on localising "
-                    "them alone; compare it with the settings as saved on a few real defects if you have any")
-        return ""
+            out.append(f"every candidate scores proxy image AUROC 1.0, even with the synthetic defects at strength "
+                       f"{self.strength:g}: they are too easy to rank image detection, and the choice rests on "
+                       "localising them alone; compare it with the settings as saved on a few real defects if you have "
+                       "any")
+        return "\n".join(out)
 
     def table(self) -> str:
-        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m for c, m in self.rows.items()}
-        return format_table(named, ("objective",))
+        wins = self.wins
+        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m.with_extra(**(
+            {"draws won": wins[c]} if wins else {})) for c, m in self.rows.items()}
+        return format_table(named, ("objective", "draws won") if wins else ("objective",))
 
 
 def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -208,8 +296,10 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
-                    strengths: tuple[float, ...] = STRENGTHS) -> Selection:
+                    strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
+    draws: independent draws of synthetic defects (one defective copy of each image per source and draw); the
+    candidates are ranked on all draws pooled, and each draw alone says how stable that ranking is (Selection.wins).
     strengths: the proxy defects' contrasts, tried in turn while the first candidate finds them all (one value: no
     adaptation).
     proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
@@ -230,30 +320,44 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     if not strengths or any(not 0 < st <= 1 for st in strengths):
         raise ValueError(f"proxy strengths must be one or more values in (0, 1] (1 = full contrast), got {strengths}")
 
-    def score(c: str, proxy: ProxySet) -> Metrics:
-        cfg = apply_overrides(cfg0, split_candidate(c)) if c else cfg0
-        with trial_copy(model_dir, cfg, device, calibration=cal) as det:
-            m = proxy_metrics(det, proxy)
-        return m.with_extra(objective=objective(m))
-
-    rows: dict[str, Metrics] = {}
-    probes: dict[float, float] = {}
-    for strength in strengths:  # the first candidate probes the proxy: fainter defects while it finds them all
-        proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources)
-        rows[candidates[0]] = score(candidates[0], proxy)
-        probes[strength] = rows[candidates[0]].image_auroc
-        if not probes[strength] >= SATURATED:
-            break
-        if strength != strengths[-1]:
-            log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying fainter ones",
-                     probes[strength], strength)
+    cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
+    groups: dict[str, list[str]] = {}  # terms signature -> its candidates, the first candidate's group first
     for c in candidates:
-        if c not in rows:
-            rows[c] = score(c, proxy)
-        if progress:
-            print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
+        groups.setdefault(type(base).terms_signature(cfgs[c]), []).append(c)
+    rows: dict[str, Metrics] = {}
+    per_draw: dict[str, tuple[float, ...]] = {}
+    probes: dict[float, float] = {}
+    proxy = None
+    for members in groups.values():  # one detector and one set of terms per group, every member recombined from it
+        with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
+            cal_maps = proxy_terms(det, cal)
+
+            def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
+                m, per_draw[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
+                return m.with_extra(objective=objective(m))
+
+            if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
+                for strength in strengths:
+                    proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources, draws)
+                    maps = proxy_terms(det, proxy.images)
+                    rows[candidates[0]] = score(candidates[0], maps)
+                    probes[strength] = rows[candidates[0]].image_auroc
+                    if not probes[strength] >= SATURATED:
+                        break
+                    if strength != strengths[-1]:
+                        log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying fainter "
+                                 "ones", probes[strength], strength)
+            else:
+                maps = proxy_terms(det, proxy.images)
+            for c in members:
+                if c not in rows:
+                    rows[c] = score(c, maps)
+                if progress:
+                    print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
+    rows = {c: rows[c] for c in candidates}
     best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
-    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources, strength, probes)
+    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources, list(probes)[-1], probes,
+                    {c: per_draw[c] for c in candidates} if draws > 1 else {})
     if sel.warning():
         log.warning(sel.warning())
     return sel
@@ -274,18 +378,20 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
         "near_chance": sel.near_chance, "saturated": sel.saturated, "proxy_sources": list(sel.sources),
         "proxy_strength": sel.strength, "strength_probes": {str(k): v for k, v in sel.probes.items()},
+        "proxy_draws": sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
+        "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
 
 
 def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
                 proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
-                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS) -> Selection:
+                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS) -> Selection:
     """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates) on the AUTO_PROXY proxy set
     (or `proxy_source`), the best saved into the model when `apply`."""
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
     sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths)
+                          strengths, draws)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel

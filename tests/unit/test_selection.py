@@ -8,7 +8,7 @@ import torch
 from ddad.config import DDADConfig
 from ddad.metrics import Metrics
 from ddad.selection import (
-    CHANCE_MARGIN, Selection, auto_candidates, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
+    CHANCE_MARGIN, PROXY_DRAWS, Selection, auto_candidates, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
     select_settings, split_candidate,
 )
 
@@ -50,6 +50,41 @@ def test_several_defect_sources_give_one_defective_copy_each():
     inside = p.masks[6:] > 0
     assert not torch.equal(p.images[6:], texture_only.images[3:])  # the second source draws other samples (offset)
     assert (p.images[6:] - nominal).abs().amax(dim=1, keepdim=True)[~inside].max() == 0  # still only masked pixels
+
+
+def test_more_draws_add_independent_defective_copies_and_the_first_draw_is_the_one_draw_proxy():
+    g = torch.Generator().manual_seed(0)
+    nominal = torch.rand(3, 3, 32, 32, generator=g)
+    spec = proxy_spec(DDADConfig())
+    one = proxy_set(nominal, spec, seed=1, sources=("grid", "texture"))
+    three = proxy_set(nominal, spec, seed=1, sources=("grid", "texture"), draws=3)
+    assert three.images.shape[0] == 3 + 3 * 2 * 3 and three.labels.tolist() == [0] * 3 + [1] * 18
+    assert three.draw.tolist() == [-1] * 3 + [0] * 6 + [1] * 6 + [2] * 6
+    assert torch.equal(three.images[:9], one.images) and torch.equal(three.masks[:9], one.masks)
+    assert torch.equal(three.images[three.subset(0)], one.images) and int(three.subset(2).sum()) == 9
+    for j in (1, 2):  # other defects in the same images, only where their masks say
+        other = three.images[three.draw == j]
+        assert not torch.equal(other, one.images[3:])
+        outside = three.masks[three.draw == j] == 0
+        assert (other - nominal.repeat(2, 1, 1, 1)).abs().amax(dim=1, keepdim=True)[outside].max() == 0
+    with pytest.raises(ValueError, match="draws must be 1 or more"):
+        proxy_set(nominal, spec, draws=0)
+
+
+def test_a_best_that_wins_fewer_than_half_of_the_draws_alone_is_flagged_as_uncertain():
+    def sel(per_draw):  # pooled objective: the mean of the draws (what pooling about gives)
+        rows = {c: Metrics(0.9, 0.8, 0.5).with_extra(objective=float(np.mean(v))) for c, v in per_draw.items()}
+        best = max(rows, key=lambda c: rows[c].extra["objective"])
+        return Selection(rows, best, 4, 4, True, ("grid",), draw_objectives=per_draw)
+
+    close = sel({"": (0.70, 0.60, 0.61), "scoring.v=4": (0.66, 0.65, 0.66)})  # pooled best v=4, wins draws 2, 3
+    assert close.best == "scoring.v=4" and close.draws == 3 and close.wins == {"": 1, "scoring.v=4": 2}
+    assert not close.uncertain and close.warning() == ""
+    swap = sel({"": (0.58, 0.70, 0.58), "scoring.v=4": (0.66, 0.66, 0.64), "scoring.v=16": (0.70, 0.55, 0.67)})
+    assert swap.best == "scoring.v=4" and swap.wins == {"": 1, "scoring.v=4": 0, "scoring.v=16": 2}
+    assert swap.uncertain and "only 0 of the 3 draws" in swap.warning() and "scoring.v=16 2" in swap.warning()
+    assert "draws won" in swap.table() and "draws won" not in sel({"": (0.7,)}).table()
+    assert not sel({"": (0.7,), "scoring.v=4": (0.6,)}).uncertain  # one draw: nothing to compare
 
 
 def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_do():
@@ -117,16 +152,56 @@ def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_
     assert list(sel.rows) == ["", "scoring.sigma=2.0", "sampling.steps=1"]
     assert sel.best in sel.rows and sel.shared  # the tiny category has too few held-out images to split
     for m in sel.rows.values():
-        assert 0 <= m.extra["objective"] <= 1 and m.n_images == 2 * sel.n_proxy and m.n_anomalous == sel.n_proxy
+        assert 0 <= m.extra["objective"] <= 1 and sel.draws == PROXY_DRAWS
+        assert m.n_images == (1 + sel.draws) * sel.n_proxy and m.n_anomalous == sel.draws * sel.n_proxy
     assert Detector.load(model).cfg == Detector.load(tiny_model).cfg  # trying candidates leaves the model alone
-    assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "0.5", "3.0", "--apply"]) == 0
+    assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "0.5", "3.0", "--apply",
+                 "--proxy-draws", "2"]) == 0
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.sigma=0.5", "scoring.sigma=3.0"} and saved["best"] in out
+    assert saved["proxy_draws"] == 2 and "draws won" in out
     want = {"": 1.0, "scoring.sigma=0.5": 0.5, "scoring.sigma=3.0": 3.0}[saved["best"]]
     assert Detector.load(model).cfg.scoring.sigma == want
     with pytest.raises(ValueError, match="other settings"):  # a trained section is not an inference setting
         select_settings(model, ["model.preset=cpu-64"], progress=False)
+
+
+def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_each_ran_alone(tiny_model, tmp_path,
+                                                                                             monkeypatch):
+    import shutil
+    from dataclasses import replace
+
+    import ddad.pipeline as pipeline
+    from ddad.config import apply_overrides
+    from ddad.detector import Detector
+    from ddad.selection import held_out_split, proxy_metrics
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    # three terms signatures: memory off (saved, v, sigma), memory on (its weight, with v), fewer sampling steps
+    cands = ["", "scoring.v=4", "scoring.sigma=2.0", "scoring.memory=1", "scoring.memory=4,scoring.v=4",
+             "sampling.steps=1"]
+    opened, real_copy = [], pipeline.trial_copy
+
+    def counting_copy(model_dir, cfg, *a, **k):
+        opened.append(cfg)
+        return real_copy(model_dir, cfg, *a, **k)
+
+    monkeypatch.setattr(pipeline, "trial_copy", counting_copy)
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,))
+    assert list(sel.rows) == cands and len(opened) == 3
+    assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
+    monkeypatch.setattr(pipeline, "trial_copy", real_copy)
+    cfg0 = Detector.load(model).cfg
+    cal, nominal, _ = held_out_split(cfg0)
+    proxy = proxy_set(nominal, replace(proxy_spec(cfg0), strength=sel.strength), 0, draws=sel.draws)
+    for c in cands:  # the reference: a copy of the model per candidate, re-calibrated, predicting the proxy
+        with real_copy(model, apply_overrides(cfg0, split_candidate(c)), calibration=cal) as det:
+            want = proxy_metrics(det, proxy)
+        got = sel.rows[c]
+        for k in ("image_auroc", "pixel_auroc", "pro", "image_ap", "pixel_ap"):
+            assert getattr(got, k) == pytest.approx(getattr(want, k), abs=1e-6), (c, k)
 
 
 def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp_path, capsys, monkeypatch):
@@ -145,9 +220,12 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8", "scoring.sigma=2.0"}
     assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
     n = saved["n_proxy_nominal"]
-    assert all(r["n_images"] == 3 * n and r["n_anomalous"] == 2 * n for r in saved["rows"].values())
+    k = saved["proxy_draws"]
+    assert k == PROXY_DRAWS and sum(saved["draws_won"].values()) == k and isinstance(saved["uncertain"], bool)
+    assert all(r["n_images"] == (1 + 2 * k) * n and r["n_anomalous"] == 2 * k * n for r in saved["rows"].values())
+    assert all(len(v) == k for v in saved["draw_objectives"].values())
     assert isinstance(saved["near_chance"], bool) and isinstance(saved["saturated"], bool)
-    assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"])
+    assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"] or saved["uncertain"])
     cfg = Detector.load(model).cfg
     want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
     assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]
@@ -183,16 +261,16 @@ def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_
     built, scored = [], []
     real_proxy_set = selection.proxy_set
 
-    def recording_proxy_set(nominal, spec, seed=0, sources=None):
+    def recording_proxy_set(nominal, spec, seed=0, sources=None, draws=1):
         built.append(spec.strength)
-        return real_proxy_set(nominal, spec, seed, sources)
+        return real_proxy_set(nominal, spec, seed, sources, draws)
 
-    def fake_metrics(det, proxy):  # every defect found above strength 0.3: the ladder must stop at 0.25
-        scored.append((det.cfg.scoring.sigma, built[-1]))
-        return Metrics(1.0 if built[-1] > 0.3 else 0.9, 0.7, 0.5)
+    def fake_metrics(det, cfg, cal_maps, maps, proxy):  # every defect found above strength 0.3: stop at 0.25
+        scored.append((cfg.scoring.sigma, built[-1]))
+        return Metrics(1.0 if built[-1] > 0.3 else 0.9, 0.7, 0.5), ()
 
     monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
-    monkeypatch.setattr(selection, "proxy_metrics", fake_metrics)
+    monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
     sel = select_settings(model, ["", "scoring.sigma=2.0"], progress=False)
     assert built == [1.0, 0.5, 0.25] and sel.strength == 0.25 and sel.probes == {1.0: 1.0, 0.5: 1.0, 0.25: 0.9}
     assert scored == [(1.0, 1.0), (1.0, 0.5), (1.0, 0.25), (2.0, 0.25)]  # the probe is not scored twice
@@ -201,11 +279,11 @@ def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_
     sel = select_settings(model, ["", "scoring.sigma=2.0"], progress=False, strengths=(1.0,))
     assert built == [1.0] and sel.strength == 1.0 and sel.saturated and "strength 1" in sel.warning()
     built.clear(), scored.clear()  # not aced at full contrast: used as it is (the stand-ins' case)
-    monkeypatch.setattr(selection, "proxy_metrics", lambda det, proxy: Metrics(0.8, 0.7, 0.5))
+    monkeypatch.setattr(selection, "recombined_metrics", lambda *a: (Metrics(0.8, 0.7, 0.5), ()))
     assert select_settings(model, ["", "scoring.sigma=2.0"], progress=False).strength == 1.0 and built == [1.0]
     with pytest.raises(ValueError, match="proxy strengths"):
         select_settings(model, [""], progress=False, strengths=(0.0,))
-    monkeypatch.setattr(selection, "proxy_metrics", fake_metrics)
+    monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
     assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "2.0", "--apply"]) == 0
     assert "at 0.25 of full contrast" in capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())

@@ -10,6 +10,7 @@ service, report and benchmark never ask which method they hold.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,16 @@ class Detector:
     def combine(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None) -> torch.Tensor:
         """(B, 1, H, W) unsmoothed anomaly map from the terms; constants None = not calibrated yet."""
         raise NotImplementedError
+
+    @classmethod
+    def terms_signature(cls, cfg: DDADConfig) -> str:
+        """What `terms` (and fit_references) of this method read from a config, as a string: `ddad select` computes
+        the terms of the candidates sharing a signature once and scores each of them by recombining those terms
+        (fit_constants, combine, smoothing, image score). Default: everything but the scoring section, which only
+        the recombination reads; a method whose terms read a scoring key adds it."""
+        d = to_dict(cfg)
+        d.pop("scoring")
+        return json.dumps(d, sort_keys=True)
 
     def fit_references(self, images: torch.Tensor) -> None:
         """Nominal references the map compares with that depend on the feature extractor or the settings (DDAD's

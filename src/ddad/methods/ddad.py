@@ -89,6 +89,11 @@ class DDAD(Detector):
                     parts[j].append(f.cpu())
         self.memory = memory_bank({j: torch.cat(p) for j, p in parts.items()})
 
+    @classmethod
+    def terms_signature(cls, cfg: DDADConfig) -> str:
+        # the memory map is a term, measured where scoring.memory is on; its weight m (and v, sigma) recombine
+        return super().terms_signature(cfg) + f" memory={bool(cfg.scoring.memory)}"
+
     def state(self) -> dict[str, torch.Tensor]:
         # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance
         return {f"memory_{j}": b.half() for j, b in (self.memory or {}).items()}
