@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--proxy-source", help="content of the synthetic defects: grid (the image's own shuffled cells), "
                                           "texture (generated; use it for stochastic textures, whose shuffled cells "
                                           "look nominal) or a folder of texture images; several comma-separated "
-                                          "give one defective copy each (default: the config's, grid; with --auto: "
+                                          "give one defective copy each per draw (default: the config's, grid; with --auto: "
                                           "grid,texture)")
     s.add_argument("--proxy-strength", nargs="+", type=float, metavar="S",
                    help="the synthetic defects' contrast, 1 = full (DRAEM's blend); several values are tried in turn "

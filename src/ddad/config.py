@@ -109,11 +109,19 @@ class ScoringConfig:
     image_score: str = "max"  # max (paper) | topk_mean
     topk: int = 64  # pixels averaged when image_score = topk_mean
     false_reject_rate: float = 0.01  # image threshold = this quantile of held-out nominal scores
-    # DDAD: weight m of a nominal-memory term (not in the paper): D += m * s_m * D_m, D_m = each input patch's 1 - cos
-    # to its nearest patch of any training image (pooled and layered as D_f), s_m = max D_f / max D_m on held-out
-    # nominal images. 0 = the paper's map. For stochastic textures, whose reconstruction is a new texture sample
-    # rather than the input minus its defect (BENCHMARKS.md, "Nominal memory")
+    # DDAD: weight m of a nominal-memory term (not in the paper): D += m * s_m * D_m, D_m = each input patch's
+    # Euclidean distance to its nearest patch of any training image (3x3 means, per layer and summed as D_f),
+    # s_m = max D_f / max D_m on held-out nominal images. 0 = the paper's map. For stochastic textures, whose
+    # reconstruction is a new texture sample rather than the input minus its defect (BENCHMARKS.md, "Nominal memory")
     memory: float = 0.0
+    # fraction of the training patches the memory keeps, per layer (k-center greedy, PatchCore's coreset): 1 = every
+    # patch (exact nearest neighbours); 0.1 searches a tenth of them (faster inference, each distance an upper bound)
+    memory_coreset: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.memory_coreset <= 1.0:
+            raise ConfigError(f"scoring.memory_coreset must be in (0, 1] (the fraction of training patches kept; 1 = "
+                              f"all), got {self.memory_coreset}")
 
 
 @dataclass(frozen=True)

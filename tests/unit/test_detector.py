@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddad.checkpoint import ModelFileError
-from ddad.config import DDADConfig, apply_overrides
+from ddad.config import ConfigError, DDADConfig, apply_overrides
 from conftest import fitted_detector
 from ddad.detector import Detector
 from ddad.pipeline import stack_images
@@ -244,5 +244,12 @@ def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, 
     det, changed = reuse_trained(d, apply_overrides(before.cfg, ["scoring.memory=4"]), progress=False)
     assert changed == ("scoring",) and sorted(det.memory) == sorted(before.cfg.features.layers)
     assert (d / "state.safetensors").is_file() and "memory_scale" in Detector.load(d).calibration.constants
+    full = {j: b.shape[1] for j, b in det.memory.items()}
+    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["scoring.memory=4", "scoring.memory_coreset=0.1"]),
+                                 progress=False)  # a coreset of the memory: measured again, a tenth of the patches
+    assert changed == ("scoring",) and {j: b.shape[1] for j, b in Detector.load(d).memory.items()} == {
+        j: -(-n // 10) for j, n in full.items()}
     det, _ = reuse_trained(d, before.cfg, progress=False)  # and off again: the memory is dropped from the model
     assert det.memory is None and not (d / "state.safetensors").exists()
+    with pytest.raises(ConfigError, match="memory_coreset must be in"):
+        apply_overrides(before.cfg, ["scoring.memory_coreset=0"])

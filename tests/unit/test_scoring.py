@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ddad.scoring import anomaly_maps, combine, image_score, pixel_distance, smooth
@@ -54,6 +55,29 @@ def pytest_approx(v):
     import pytest
 
     return pytest.approx(v, rel=1e-4)
+
+
+def test_kcenter_greedy_covers_the_points_better_than_a_random_subset_and_a_coreset_only_raises_distances():
+    from ddad.scoring import kcenter_greedy, memory_bank, memory_coreset, memory_distance
+
+    g = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(8, 4, generator=g)  # 8 tight clusters of 50 points: a coreset of 8 takes one each
+    pts = (centres.repeat_interleave(50, 0) + 0.1 * torch.randn(400, 4, generator=g)).T  # (C, N) columns
+    idx = kcenter_greedy(pts, 8, chunk=64)
+    assert idx[0] == 0 and len(set(idx.tolist())) == 8 and sorted((idx // 50).tolist()) == list(range(8))
+    radius = lambda sel: torch.cdist(pts.T, pts.T[sel]).amin(1).max()  # noqa: E731
+    assert radius(idx) < 1.0 < radius(torch.randperm(400, generator=g)[:8])
+    assert torch.equal(kcenter_greedy(pts, 8), idx)  # the chunk size changes nothing
+    with pytest.raises(ValueError, match="1 <= n <= 400"):
+        kcenter_greedy(pts, 0)
+    train = {2: torch.rand(3, 5, 6, 8, generator=g), 3: torch.rand(3, 7, 3, 4, generator=g)}
+    bank = memory_bank(train)
+    assert memory_coreset(bank, 1.0) is bank
+    small = memory_coreset(bank, 0.25)
+    assert small[2].shape == (5, 36) and small[3].shape == (7, 9)  # ceil(0.25 * 144), ceil(0.25 * 36)
+    test = {j: f[:2] + 0.3 * torch.rand(f[:2].shape, generator=g) for j, f in train.items()}
+    exact, approx = memory_distance(test, bank, (12, 16)), memory_distance(test, small, (12, 16))
+    assert (approx >= exact - 1e-5).all() and (approx > exact + 1e-3).any()  # nearest in a subset: never nearer
 
 
 def test_memory_distance_is_zero_on_the_memory_and_equals_brute_force_patchcore_distance():

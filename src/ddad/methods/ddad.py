@@ -18,7 +18,7 @@ from ..diffusion import build_unet
 from ..diffusion.train import TrainResult, train_diffusion
 from ..sampling import FixedStart, reconstruct
 from ..checkpoint import ModelFileError
-from ..scoring import combine, feature_distance, memory_bank, memory_distance, pixel_distance
+from ..scoring import combine, feature_distance, memory_bank, memory_coreset, memory_distance, pixel_distance
 from .base import Detector, Terms, _extractor, to_image, to_model
 
 __all__ = ["DDAD"]
@@ -87,12 +87,15 @@ class DDAD(Detector):
             for s in range(0, images.shape[0], bs):
                 for j, f in self.extractor(images[s : s + bs].to(self.device), layers).items():
                     parts[j].append(f.cpu())
-        self.memory = memory_bank({j: torch.cat(p) for j, p in parts.items()})
+        self.memory = memory_coreset(memory_bank({j: torch.cat(p) for j, p in parts.items()}),
+                                     self.cfg.scoring.memory_coreset)
 
     @classmethod
     def terms_signature(cls, cfg: DDADConfig) -> str:
-        # the memory map is a term, measured where scoring.memory is on; its weight m (and v, sigma) recombine
-        return super().terms_signature(cfg) + f" memory={bool(cfg.scoring.memory)}"
+        # the memory map is a term, measured where scoring.memory is on (from the coreset the config keeps); its weight
+        # m (and v, sigma) recombine
+        sc = cfg.scoring
+        return super().terms_signature(cfg) + (f" memory coreset={sc.memory_coreset}" if sc.memory else "")
 
     def state(self) -> dict[str, torch.Tensor]:
         # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance

@@ -11,10 +11,13 @@ maps over the test set).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["patch_nn_distance", "patch_nn_map", "topk_mean", "zero_padded_pool", "memory_bank", "memory_distance"]
+__all__ = ["patch_nn_distance", "patch_nn_map", "topk_mean", "zero_padded_pool", "memory_bank", "memory_distance",
+           "kcenter_greedy", "memory_coreset"]
 
 
 def patch_nn_distance(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -59,6 +62,34 @@ def memory_bank(features: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Nominal patch memory: per layer, every position of the pooled feature maps (N, C, h, w) of the training
     images as the columns of a (C, N*h*w) matrix."""
     return {j: zero_padded_pool(f.float()).permute(1, 0, 2, 3).flatten(1).contiguous() for j, f in features.items()}
+
+
+def kcenter_greedy(points: torch.Tensor, n: int, chunk: int = 65536) -> torch.Tensor:
+    """Indices of n of the columns of points (C, N) chosen by k-center greedy (Sener & Savarese 2018; PatchCore's
+    coreset): start at column 0, then repeatedly take the column farthest (Euclidean) from those taken, so that
+    every column lies within the final covering radius of one taken. Deterministic; O(n * N * C)."""
+    n_all = points.shape[1]
+    if not 1 <= n <= n_all:
+        raise ValueError(f"a coreset of {n} columns out of {n_all}: need 1 <= n <= {n_all}")
+    pts = points.T.contiguous()  # (N, C) rows
+    sq = pts.pow(2).sum(1)
+    nearest = torch.full((n_all,), float("inf"))
+    chosen = torch.empty(n, dtype=torch.long)
+    i = 0
+    for k in range(n):
+        chosen[k] = i
+        for s in range(0, n_all, chunk):  # |p - c|^2 for every point against the new centre, clamped at 0
+            d2 = (sq[s : s + chunk] - 2 * pts[s : s + chunk] @ pts[i] + sq[i]).clamp_min_(0)
+            torch.minimum(nearest[s : s + chunk], d2, out=nearest[s : s + chunk])
+        i = int(nearest.argmax())
+    return chosen
+
+
+def memory_coreset(bank: dict[int, torch.Tensor], fraction: float) -> dict[int, torch.Tensor]:
+    """The memory (layer -> (C, N)) reduced to ceil(fraction * N) columns per layer by kcenter_greedy (1 = as is)."""
+    if fraction >= 1.0:
+        return bank
+    return {j: b[:, kcenter_greedy(b, max(1, math.ceil(fraction * b.shape[1])))].contiguous() for j, b in bank.items()}
 
 
 def _nearest(q: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int) -> torch.Tensor:
