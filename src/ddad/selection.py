@@ -57,8 +57,8 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "proxy_terms", "recombined_metrics",
-           "proxy_metrics", "PROXY_DRAWS"]
+__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
+           "PROXY_DRAWS"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -86,7 +86,7 @@ class ProxySet:
     images: torch.Tensor  # (N + D, 3, H, W) in [0, 1]: N nominal, then D = draws * sources * N with a synthetic defect
     masks: torch.Tensor  # (N + D, 1, H, W) in {0, 1}
     labels: torch.Tensor  # (N + D,) int64
-    draw: torch.Tensor | None = None  # (N + D,) int64: -1 for the nominal images, else the defects' draw
+    draw: torch.Tensor  # (N + D,) int64: -1 for the nominal images, else the defects' draw
 
     def subset(self, j: int) -> torch.Tensor:
         """Bool (N + D,): the nominal images and the defective ones of draw j (what a one-draw proxy would hold)."""
@@ -131,13 +131,6 @@ def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: 
     return ProxySet(torch.cat(images), torch.cat(masks), (draw >= 0).long(), draw)
 
 
-def proxy_terms(det, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The detector's terms (name -> (N, 1, H, W), on the CPU) of images, batch by batch (each image on its own)."""
-    bs = max(1, det.cfg.sampling.batch_size)
-    parts = [det.terms(images[s : s + bs].to(det.device)).maps for s in range(0, len(images), bs)]
-    return {k: torch.cat([p[k].cpu() for p in parts]) for k in parts[0]}
-
-
 def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], maps: dict[str, torch.Tensor],
                        proxy: ProxySet) -> tuple[Metrics, tuple[float, ...]]:
     """The metrics of candidate `cfg` on the proxy from terms its detector computed for another candidate of the same
@@ -154,20 +147,9 @@ def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], 
         acc.add(scores[keep], labels[keep], combined[keep], masks[keep])
         return acc.compute()
 
-    n_draws = 0 if proxy.draw is None else int(proxy.draw.max()) + 1
+    n_draws = int(proxy.draw.max()) + 1
     per_draw = tuple(objective(metrics(proxy.subset(j).numpy())) for j in range(n_draws)) if n_draws > 1 else ()
     return metrics(), per_draw
-
-
-def proxy_metrics(det, proxy: ProxySet) -> Metrics:
-    """The detector's metrics on the proxy set (batch by batch; scores are per image)."""
-    acc = MapAccumulator()
-    bs = max(1, det.cfg.sampling.batch_size)
-    for s in range(0, len(proxy.labels), bs):
-        pred = det.predict(proxy.images[s : s + bs])
-        acc.add(pred.scores.cpu().numpy(), proxy.labels[s : s + bs].numpy(), pred.maps.float().cpu().numpy(),
-                proxy.masks[s : s + bs, 0].numpy().astype(bool))
-    return acc.compute()
 
 
 def objective(m: Metrics) -> float:
@@ -330,7 +312,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     proxy = None
     for members in groups.values():  # one detector and one set of terms per group, every member recombined from it
         with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
-            cal_maps = proxy_terms(det, cal)
+            cal_maps = det.terms_maps(cal)
 
             def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
                 m, per_draw[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
@@ -339,7 +321,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
             if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
                 for strength in strengths:
                     proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources, draws)
-                    maps = proxy_terms(det, proxy.images)
+                    maps = det.terms_maps(proxy.images)
                     rows[candidates[0]] = score(candidates[0], maps)
                     probes[strength] = rows[candidates[0]].image_auroc
                     if not probes[strength] >= SATURATED:
@@ -348,7 +330,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                         log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying fainter "
                                  "ones", probes[strength], strength)
             else:
-                maps = proxy_terms(det, proxy.images)
+                maps = det.terms_maps(proxy.images)
             for c in members:
                 if c not in rows:
                     rows[c] = score(c, maps)

@@ -240,12 +240,16 @@ class Detector:
         combined = smooth(self.combine(maps, constants), sc.sigma)
         return combined, image_score(combined, sc.image_score, sc.topk)
 
+    def terms_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms' maps (name -> (N, 1, H, W), on this detector's device) of images, batch by batch."""
+        parts = [self.terms(y).maps for y in self._batches(images)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
     def calibrate(self, images: torch.Tensor) -> Calibration:
         """Measure the map constants and thresholds on nominal images (N, 3, H, W) in [0, 1], none of them from
         the test set."""
         sc = self.cfg.scoring
-        parts = [self.terms(y).maps for y in self._batches(images)]
-        maps = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        maps = self.terms_maps(images)
         constants = self.fit_constants(maps)
         combined, scores_t = self._score(maps, constants)
         scores = scores_t.cpu().numpy()
