@@ -141,7 +141,8 @@ def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str
     from .selection import PROXY_DRAWS, STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
-                      strengths=tuple(strengths or STRENGTHS), draws=draws or PROXY_DRAWS)
+                      strengths=tuple(strengths or STRENGTHS),
+                      draws=PROXY_DRAWS if draws is None else draws)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -236,7 +237,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
-                          strengths=tuple(args.proxy_strength or STRENGTHS), draws=args.proxy_draws or PROXY_DRAWS)
+                          strengths=tuple(args.proxy_strength or STRENGTHS),
+                          draws=PROXY_DRAWS if args.proxy_draws is None else args.proxy_draws)
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
