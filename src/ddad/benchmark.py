@@ -90,6 +90,8 @@ def _auto(model_dir: Path, method_cls, seed: int, device: str):
 
     sel = auto_select(model_dir, method_cls, seed, device, progress=False)
     log.info("auto selection for %s:\n%s", model_dir.name, sel.table())
+    for line in sel.warning().splitlines():
+        log.warning("auto selection for %s: %s", model_dir.name, line)
     return Detector.load(model_dir, device), sel.best
 
 

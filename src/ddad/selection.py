@@ -24,7 +24,12 @@ category with 12 held-out images), and candidates whose objectives differ by les
 draw to the next. The proxy therefore holds PROXY_DRAWS independent draws (--proxy-draws): the candidates are ranked
 on all of them pooled, and each draw taken alone says how often the best would have been chosen (`wins`); when it
 won fewer than half of the draws the choice is reported as uncertain (on the grain stand-in the two leading
-candidates change places between draws: BENCHMARKS.md).
+candidates change places between draws: BENCHMARKS.md). Where the defects come from several sources, the objective
+on each source alone is shown too, and a source whose defects no candidate finds is named (`blind_sources`): on a
+stochastic texture the image's own shuffled cells look like more texture.
+
+The choice and its findings are returned (Selection.warning()); the caller shows them (the CLI after the table, the
+benchmark in its log).
 
 `--auto` (the label-free recipe, `ddad train --auto`): the candidates are the method's own `auto_grid` and the
 defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each per draw, so
@@ -87,10 +92,15 @@ class ProxySet:
     masks: torch.Tensor  # (N + D, 1, H, W) in {0, 1}
     labels: torch.Tensor  # (N + D,) int64
     draw: torch.Tensor  # (N + D,) int64: -1 for the nominal images, else the defects' draw
+    source: torch.Tensor  # (N + D,) int64: -1 for the nominal images, else the index of the defects' source
 
     def subset(self, j: int) -> torch.Tensor:
         """Bool (N + D,): the nominal images and the defective ones of draw j (what a one-draw proxy would hold)."""
         return (self.draw < 0) | (self.draw == j)
+
+    def of_source(self, k: int) -> torch.Tensor:
+        """Bool (N + D,): the nominal images and the defective ones filled from source k (all draws)."""
+        return (self.source < 0) | (self.source == k)
 
 
 def proxy_spec(cfg: DDADConfig) -> AnomalySpec:
@@ -119,7 +129,7 @@ def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: 
         raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), got {draws}")
     n, sources = nominal.shape[0], tuple(sources or (spec.source,))
     images, masks = [nominal], [torch.zeros(n, 1, *nominal.shape[-2:])]
-    draw = [torch.full((n,), -1, dtype=torch.int64)]
+    draw, source = [torch.full((n,), -1, dtype=torch.int64)], [torch.full((n,), -1, dtype=torch.int64)]
     for j in range(draws):
         for k, src in enumerate(sources):
             defective, m, _ = synthesize_batch(nominal, seed, replace(spec, source=src), force=True,
@@ -127,16 +137,18 @@ def proxy_set(nominal: torch.Tensor, spec: AnomalySpec, seed: int = 0, sources: 
             images.append(defective)
             masks.append((m > 0.5).float())
             draw.append(torch.full((n,), j, dtype=torch.int64))
+            source.append(torch.full((n,), k, dtype=torch.int64))
     draw = torch.cat(draw)
-    return ProxySet(torch.cat(images), torch.cat(masks), (draw >= 0).long(), draw)
+    return ProxySet(torch.cat(images), torch.cat(masks), (draw >= 0).long(), draw, torch.cat(source))
 
 
 def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], maps: dict[str, torch.Tensor],
-                       proxy: ProxySet) -> tuple[Metrics, tuple[float, ...]]:
+                       proxy: ProxySet) -> tuple[Metrics, tuple[float, ...], tuple[float, ...]]:
     """The metrics of candidate `cfg` on the proxy from terms its detector computed for another candidate of the same
     Detector.terms_signature: constants fitted on the calibration images' terms (as det.calibrate does), the proxy's
-    terms combined, smoothed and scored (as det.predict does); and, where the proxy holds several draws of defects,
-    the objective on each draw alone (else ()). Leaves det.cfg set to cfg."""
+    terms combined, smoothed and scored (as det.predict does); where the proxy holds several draws of defects, the
+    objective on each draw alone, and where it holds several sources, on each source alone (all draws; else ()).
+    Leaves det.cfg set to cfg."""
     det.cfg = cfg
     combined, scores = det._score(maps, det.fit_constants(cal_maps))
     scores, combined = scores.cpu().numpy(), combined[:, 0].float().cpu().numpy()
@@ -147,9 +159,10 @@ def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], 
         acc.add(scores[keep], labels[keep], combined[keep], masks[keep])
         return acc.compute()
 
-    n_draws = int(proxy.draw.max()) + 1
+    n_draws, n_sources = int(proxy.draw.max()) + 1, int(proxy.source.max()) + 1
     per_draw = tuple(objective(metrics(proxy.subset(j).numpy())) for j in range(n_draws)) if n_draws > 1 else ()
-    return metrics(), per_draw
+    per_source = tuple(objective(metrics(proxy.of_source(k).numpy())) for k in range(n_sources)) if n_sources > 1 else ()
+    return metrics(), per_draw, per_source
 
 
 def objective(m: Metrics) -> float:
@@ -197,6 +210,19 @@ class Selection:
     strength: float = 1.0  # the proxy defects' contrast (AnomalySpec.strength) the candidates were scored at
     probes: dict[float, float] = field(default_factory=dict)  # strength -> the first candidate's proxy image AUROC
     draw_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per draw
+    source_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per source
+
+    @property
+    def blind_sources(self) -> tuple[str, ...]:
+        """The defect sources no candidate finds (objective on them alone below 0.5 + CHANCE_MARGIN for every
+        candidate), where another source's defects are found: on this category those defects add noise to the
+        ranking, not information (on the grain stand-in the image's own shuffled cells look like more grain)."""
+        if not self.source_objectives:
+            return ()
+        blind = tuple(s for k, s in enumerate(self.sources)
+                      if not max(np.nan_to_num(v[k], nan=0.0) for v in self.source_objectives.values())
+                      >= 0.5 + CHANCE_MARGIN)
+        return blind if len(blind) < len(self.sources) else ()  # none found at all: near_chance says it
 
     @property
     def draws(self) -> int:
@@ -244,6 +270,11 @@ class Selection:
                        "expect weak detection. Try more training steps, another feature layer/input size (--grid "
                        "features.layers ...), or a proxy closer to the real defects (--proxy-source FOLDER of "
                        "defect-like textures)")
+        if self.blind_sources:
+            out.append(f"no candidate finds the synthetic defects filled from {', '.join(self.blind_sources)} (best "
+                       "objective on them alone below "
+                       f"{0.5 + CHANCE_MARGIN:g}; the table's columns per source): on this category they add noise to "
+                       "the ranking, not information; --proxy-source can leave them out")
         if self.uncertain:
             won = sorted(((c or "(as saved)", w) for c, w in self.wins.items() if w), key=lambda cw: -cw[1])
             out.append(f"the choice is uncertain: it has the best objective on only {self.wins[self.best]} of the "
@@ -259,9 +290,11 @@ class Selection:
 
     def table(self) -> str:
         wins = self.wins
-        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m.with_extra(**(
-            {"draws won": wins[c]} if wins else {})) for c, m in self.rows.items()}
-        return format_table(named, ("objective", "draws won") if wins else ("objective",))
+        per_source = tuple(f"on {Path(s).name}" for s in self.sources) if self.source_objectives else ()
+        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m.with_extra(
+            **({"draws won": wins[c]} if wins else {}), **dict(zip(per_source, self.source_objectives.get(c, ()))))
+            for c, m in self.rows.items()}
+        return format_table(named, ("objective", *per_source, *(("draws won",) if wins else ())))
 
 
 def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -299,6 +332,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                     "for a cleaner split)", cal.shape[0])
     spec = proxy_spec(cfg0)
     sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
+    if draws < 1:  # before any copy is calibrated (proxy_set says it too)
+        raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), got {draws}")
     if not strengths or any(not 0 < st <= 1 for st in strengths):
         raise ValueError(f"proxy strengths must be one or more values in (0, 1] (1 = full contrast), got {strengths}")
 
@@ -308,14 +343,15 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         groups.setdefault(type(base).terms_signature(cfgs[c]), []).append(c)
     rows: dict[str, Metrics] = {}
     per_draw: dict[str, tuple[float, ...]] = {}
+    per_source: dict[str, tuple[float, ...]] = {}
     probes: dict[float, float] = {}
     proxy = None
     for members in groups.values():  # one detector and one set of terms per group, every member recombined from it
         with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
-            cal_maps = det.terms_maps(cal)
+            cal_maps = det.calibration_terms  # measured by the copy's calibration on `cal`
 
             def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
-                m, per_draw[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
+                m, per_draw[c], per_source[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
                 return m.with_extra(objective=objective(m))
 
             if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
@@ -338,11 +374,9 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                     print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
     rows = {c: rows[c] for c in candidates}
     best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
-    sel = Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources, list(probes)[-1], probes,
-                    {c: per_draw[c] for c in candidates} if draws > 1 else {})
-    if sel.warning():
-        log.warning(sel.warning())
-    return sel
+    return Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources, list(probes)[-1], probes,
+                     {c: per_draw[c] for c in candidates} if draws > 1 else {},
+                     {c: per_source[c] for c in candidates} if len(sources) > 1 else {})
 
 
 def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") -> None:
@@ -362,6 +396,8 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "proxy_strength": sel.strength, "strength_probes": {str(k): v for k, v in sel.probes.items()},
         "proxy_draws": sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
+        "source_objectives": {c: dict(zip(sel.sources, v)) for c, v in sel.source_objectives.items()},
+        "blind_sources": list(sel.blind_sources),
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
 
 

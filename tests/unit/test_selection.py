@@ -60,6 +60,9 @@ def test_more_draws_add_independent_defective_copies_and_the_first_draw_is_the_o
     three = proxy_set(nominal, spec, seed=1, sources=("grid", "texture"), draws=3)
     assert three.images.shape[0] == 3 + 3 * 2 * 3 and three.labels.tolist() == [0] * 3 + [1] * 18
     assert three.draw.tolist() == [-1] * 3 + [0] * 6 + [1] * 6 + [2] * 6
+    assert three.source.tolist() == [-1] * 3 + ([0] * 3 + [1] * 3) * 3  # per draw: each source's copies in turn
+    assert int(three.of_source(1).sum()) == 3 + 3 * 3 and torch.equal(three.labels[three.of_source(0)].unique(),
+                                                                        torch.tensor([0, 1]))
     assert torch.equal(three.images[:9], one.images) and torch.equal(three.masks[:9], one.masks)
     assert torch.equal(three.images[three.subset(0)], one.images) and int(three.subset(2).sum()) == 9
     for j in (1, 2):  # other defects in the same images, only where their masks say
@@ -85,6 +88,25 @@ def test_a_best_that_wins_fewer_than_half_of_the_draws_alone_is_flagged_as_uncer
     assert swap.uncertain and "only 0 of the 3 draws" in swap.warning() and "scoring.v=16 2" in swap.warning()
     assert "draws won" in swap.table() and "draws won" not in sel({"": (0.7,)}).table()
     assert not sel({"": (0.7,), "scoring.v=4": (0.6,)}).uncertain  # one draw: nothing to compare
+
+
+def test_a_defect_source_no_candidate_finds_is_named_and_each_sources_objective_is_in_the_table():
+    rows = {c: Metrics(0.8, 0.7, 0.5).with_extra(objective=o) for c, o in (("", 0.55), ("scoring.v=4", 0.58))}
+
+    def sel(per_source, sources=("grid", "texture")):
+        return Selection(rows, "scoring.v=4", 4, 4, True, sources, source_objectives=per_source)
+
+    grain = sel({"": (0.45, 0.58), "scoring.v=4": (0.5 + CHANCE_MARGIN - 0.01, 0.61)})  # grid: chance for both
+    assert grain.blind_sources == ("grid",) and "filled from grid" in grain.warning()
+    head = grain.table().splitlines()[0]
+    assert "on grid" in head and "on texture" in head and "0.61" in grain.table()
+    assert sel({"": (0.45, 0.58), "scoring.v=4": (0.62, 0.61)}).blind_sources == ()  # one candidate finds them
+    nothing = sel({"": (0.45, 0.5), "scoring.v=4": (0.5, 0.52)})  # neither: near_chance's case, not a source's
+    assert nothing.blind_sources == () and "filled from" not in nothing.warning()
+    one = Selection(rows, "scoring.v=4", 4, 4, True, ("grid",))
+    assert one.blind_sources == () and "on grid" not in one.table()
+    folder = sel({"": (0.7, 0.7), "scoring.v=4": (0.7, 0.7)}, ("grid", "/data/dtd/banded"))
+    assert "on banded" in folder.table()  # a folder source by its name
 
 
 def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_do():
@@ -190,8 +212,21 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
         return real_copy(model_dir, cfg, *a, **k)
 
     monkeypatch.setattr(pipeline, "trial_copy", counting_copy)
+    with pytest.raises(ValueError, match="draws must be 1 or more"):  # refused before any copy is calibrated
+        select_settings(model, cands, progress=False, draws=0)
+    assert opened == []
+    measured, real_terms = [], Detector.terms_maps
+
+    def counting_terms(self, images):
+        measured.append(images.shape[0])
+        return real_terms(self, images)
+
+    monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     sel = select_settings(model, cands, progress=False, strengths=(1.0,))
     assert list(sel.rows) == cands and len(opened) == 3
+    n = sel.n_calibration  # per group: the copy's calibration, then the proxy; the calibration's terms are reused
+    assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 3
+    monkeypatch.setattr(Detector, "terms_maps", real_terms)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
     monkeypatch.setattr(pipeline, "trial_copy", real_copy)
     cfg0 = Detector.load(model).cfg
@@ -228,6 +263,9 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     assert k == PROXY_DRAWS and sum(saved["draws_won"].values()) == k and isinstance(saved["uncertain"], bool)
     assert all(r["n_images"] == (1 + 2 * k) * n and r["n_anomalous"] == 2 * k * n for r in saved["rows"].values())
     assert all(len(v) == k for v in saved["draw_objectives"].values())
+    assert all(set(v) == {"grid", "texture"} and all(0 <= o <= 1 for o in v.values())
+               for v in saved["source_objectives"].values()) and set(saved["source_objectives"]) == set(saved["rows"])
+    assert set(saved["blind_sources"]) <= {"grid", "texture"} and "on texture" in out
     assert isinstance(saved["near_chance"], bool) and isinstance(saved["saturated"], bool)
     assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"] or saved["uncertain"])
     cfg = Detector.load(model).cfg
@@ -271,7 +309,7 @@ def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_
 
     def fake_metrics(det, cfg, cal_maps, maps, proxy):  # every defect found above strength 0.3: stop at 0.25
         scored.append((cfg.scoring.sigma, built[-1]))
-        return Metrics(1.0 if built[-1] > 0.3 else 0.9, 0.7, 0.5), ()
+        return Metrics(1.0 if built[-1] > 0.3 else 0.9, 0.7, 0.5), (), ()
 
     monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
     monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
@@ -283,7 +321,7 @@ def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_
     sel = select_settings(model, ["", "scoring.sigma=2.0"], progress=False, strengths=(1.0,))
     assert built == [1.0] and sel.strength == 1.0 and sel.saturated and "strength 1" in sel.warning()
     built.clear(), scored.clear()  # not aced at full contrast: used as it is (the stand-ins' case)
-    monkeypatch.setattr(selection, "recombined_metrics", lambda *a: (Metrics(0.8, 0.7, 0.5), ()))
+    monkeypatch.setattr(selection, "recombined_metrics", lambda *a: (Metrics(0.8, 0.7, 0.5), (), ()))
     assert select_settings(model, ["", "scoring.sigma=2.0"], progress=False).strength == 1.0 and built == [1.0]
     with pytest.raises(ValueError, match="proxy strengths"):
         select_settings(model, [""], progress=False, strengths=(0.0,))

@@ -113,6 +113,9 @@ class Detector:
         self.schedule = NoiseSchedule.linear(cfg.schedule.num_train_timesteps, cfg.schedule.beta_start,
                                              cfg.schedule.beta_end)
         self.calibration = calibration
+        # the calibration images' terms from the last calibrate() in this process (not saved; `ddad select` recombines
+        # them instead of computing them again)
+        self.calibration_terms: dict[str, torch.Tensor] | None = None
         self.train_result: TrainResult | None = None
         self.adapt_result: AdaptResult | None = None
         self.adapted = False
@@ -249,7 +252,7 @@ class Detector:
         """Measure the map constants and thresholds on nominal images (N, 3, H, W) in [0, 1], none of them from
         the test set."""
         sc = self.cfg.scoring
-        maps = self.terms_maps(images)
+        maps = self.calibration_terms = self.terms_maps(images)
         constants = self.fit_constants(maps)
         combined, scores_t = self._score(maps, constants)
         scores = scores_t.cpu().numpy()
