@@ -136,13 +136,13 @@ def _require_auto_grids(methods) -> None:
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
                  data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None,
-                 draws: int | None = None):
+                 draws: int | None = None, max_draws: int | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
     from .selection import PROXY_DRAWS, STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
                       strengths=tuple(strengths or STRENGTHS),
-                      draws=PROXY_DRAWS if draws is None else draws)
+                      draws=PROXY_DRAWS if draws is None else draws, max_draws=max_draws)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -154,7 +154,9 @@ def _print_selection(sel) -> None:
 
     faint = "" if sel.strength == 1 else (f" at {sel.strength:g} of full contrast (the model as saved found every "
                                           f"defect at {', '.join(f'{k:g}' for k, v in sel.probes.items() if v >= SATURATED)})")
-    per = f"per defect source ({', '.join(sel.sources)})" + (f" and draw ({sel.draws} draws)" if sel.draws > 1 else "")
+    grew = f", grown from {sel.first_draws}: the ranking on those was uncertain" if sel.grew else ""
+    per = f"per defect source ({', '.join(sel.sources)})" + (f" and draw ({sel.draws} draws{grew})" if sel.draws > 1
+                                                             else "")
     print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, {per}, the same with synthetic defects{faint}; "
           f"calibrated on {sel.n_calibration}"
           f"{' (the same images: too few to split)' if sel.shared else ''}\n")
@@ -232,13 +234,14 @@ def cmd_select(args: argparse.Namespace) -> int:
         # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
         method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
-                     args.data, args.apply, args.proxy_strength, args.proxy_draws)
+                     args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_max_draws)
         return 0
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
                           strengths=tuple(args.proxy_strength or STRENGTHS),
-                          draws=PROXY_DRAWS if args.proxy_draws is None else args.proxy_draws)
+                          draws=PROXY_DRAWS if args.proxy_draws is None else args.proxy_draws,
+                          max_draws=args.proxy_max_draws)
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
@@ -519,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "candidates are ranked on all draws pooled, and the table's 'draws won' says on how many draws "
                         "alone each was the best (a warning when the best won fewer than half: the choice is "
                         "uncertain). Cost: about (1 + K * sources) / (1 + sources) times one draw (default: 3)")
+    s.add_argument("--proxy-max-draws", type=int, metavar="M",
+                   help="when the choice on the first K draws is uncertain, the proxy grows to M draws (the first K "
+                        "kept, the rest measured) and the candidates are ranked again on all of them, once; the cost "
+                        "of an uncertain choice grows accordingly (default: 3 K; K: never)")
     s.add_argument("--auto", action="store_true",
                    help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
                         "on a proxy with defects filled from the image's own cells AND a generated texture "

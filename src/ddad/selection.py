@@ -23,8 +23,11 @@ One draw of synthetic defects is a small sample (one defective copy per image an
 category with 12 held-out images), and candidates whose objectives differ by less than its noise swap places from one
 draw to the next. The proxy therefore holds PROXY_DRAWS independent draws (--proxy-draws): the candidates are ranked
 on all of them pooled, and each draw taken alone says how often the best would have been chosen (`wins`); when it
-won fewer than half of the draws the choice is reported as uncertain (on the grain stand-in the two leading
-candidates change places between draws: BENCHMARKS.md). Where the defects come from several sources, the objective
+won fewer than half of the draws the choice is uncertain (on the grain stand-in the two leading candidates change
+places between draws: BENCHMARKS.md). An uncertain choice gets one larger sample: the proxy grows to MORE_DRAWS times
+as many draws (--proxy-max-draws; its first draws kept, only the new ones measured, so the grown proxy is exactly the
+larger proxy) and every candidate is ranked again on all of them; a choice still uncertain then is reported as such.
+The rule reads only the proxy, and it costs time only where the first sample could not decide. Where the defects come from several sources, the objective
 on each source alone is shown too, and a source whose defects no candidate finds is named (`blind_sources`): on a
 stochastic texture the image's own shuffled cells look like more texture.
 
@@ -63,7 +66,7 @@ from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
 __all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
-           "PROXY_DRAWS"]
+           "PROXY_DRAWS", "MORE_DRAWS"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
@@ -74,6 +77,7 @@ AUTO_PROXY = "grid,texture"
 CHANCE_MARGIN = 0.1  # a best objective below 0.5 + this: no candidate finds the synthetic defects (warned)
 STRENGTHS = (1.0, 0.5, 0.25)  # proxy defect contrast, tried in turn while the model as saved finds every defect
 PROXY_DRAWS = 3  # draws of synthetic defects by default (--proxy-draws): the ranking pooled, its stability shown
+MORE_DRAWS = 3  # an uncertain choice is ranked again on this many times the draws (--proxy-max-draws)
 SATURATED = 0.99  # proxy image AUROC at or above which the proxy is too easy to rank image detection
 
 
@@ -211,6 +215,7 @@ class Selection:
     probes: dict[float, float] = field(default_factory=dict)  # strength -> the first candidate's proxy image AUROC
     draw_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per draw
     source_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per source
+    first_draws: int = 0  # the draws of the first ranking (fewer than `draws` when it was uncertain and the proxy grew)
 
     @property
     def blind_sources(self) -> tuple[str, ...]:
@@ -238,6 +243,11 @@ class Selection:
         for j in range(self.draws):
             won[max(self.rows, key=lambda c: (np.nan_to_num(self.draw_objectives[c][j], nan=-1.0), c == ""))] += 1
         return won
+
+    @property
+    def grew(self) -> bool:
+        """The ranking on the first draws was uncertain, and the proxy was grown to more draws (select_settings)."""
+        return 0 < self.first_draws < self.draws
 
     @property
     def uncertain(self) -> bool:
@@ -277,8 +287,9 @@ class Selection:
                        "the ranking, not information; --proxy-source can leave them out")
         if self.uncertain:
             won = sorted(((c or "(as saved)", w) for c, w in self.wins.items() if w), key=lambda cw: -cw[1])
+            grew = f" (the proxy grown from {self.first_draws} draws, where it was uncertain too)" if self.grew else ""
             out.append(f"the choice is uncertain: it has the best objective on only {self.wins[self.best]} of the "
-                       f"{self.draws} draws of synthetic defects taken alone (draws won: "
+                       f"{self.draws} draws of synthetic defects taken alone{grew} (draws won: "
                        + ", ".join(f"{c} {w}" for c, w in won) + "): the proxy does not separate these settings on "
                        "this category; check the choice on a few real defects if you have any")
         if self.saturated:
@@ -311,10 +322,14 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
-                    strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS) -> Selection:
+                    strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS,
+                    max_draws: int | None = None) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
     draws: independent draws of synthetic defects (one defective copy of each image per source and draw); the
     candidates are ranked on all draws pooled, and each draw alone says how stable that ranking is (Selection.wins).
+    max_draws: when the choice on `draws` is uncertain, the proxy grows to this many draws (the first ones kept, only
+    the new ones measured) and every candidate is ranked again on all of them, once (default MORE_DRAWS * draws;
+    = draws: never).
     strengths: the proxy defects' contrasts, tried in turn while the first candidate finds them all (one value: no
     adaptation).
     proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
@@ -332,8 +347,10 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                     "for a cleaner split)", cal.shape[0])
     spec = proxy_spec(cfg0)
     sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
-    if draws < 1:  # before any copy is calibrated (proxy_set says it too)
-        raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), got {draws}")
+    max_draws = MORE_DRAWS * draws if max_draws is None else max_draws
+    if draws < 1 or max_draws < draws:  # before any copy is calibrated (proxy_set says it too)
+        raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), and the most "
+                         f"draws at least as many; got {draws} and {max_draws}")
     if not strengths or any(not 0 < st <= 1 for st in strengths):
         raise ValueError(f"proxy strengths must be one or more values in (0, 1] (1 = full contrast), got {strengths}")
 
@@ -345,38 +362,53 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     per_draw: dict[str, tuple[float, ...]] = {}
     per_source: dict[str, tuple[float, ...]] = {}
     probes: dict[float, float] = {}
+    terms: dict[str, dict[str, torch.Tensor]] = {}  # terms signature -> its terms of the proxy images measured so far
     proxy = None
-    for members in groups.values():  # one detector and one set of terms per group, every member recombined from it
-        with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
-            cal_maps = det.calibration_terms  # measured by the copy's calibration on `cal`
 
-            def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
-                m, per_draw[c], per_source[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
-                return m.with_extra(objective=objective(m))
+    def selection() -> Selection:
+        best = max(candidates, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
+        n_draws = int(proxy.draw.max()) + 1
+        return Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
+                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
+                         {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws)
 
-            if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
-                for strength in strengths:
-                    proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources, draws)
-                    maps = det.terms_maps(proxy.images)
-                    rows[candidates[0]] = score(candidates[0], maps)
-                    probes[strength] = rows[candidates[0]].image_auroc
-                    if not probes[strength] >= SATURATED:
-                        break
-                    if strength != strengths[-1]:
-                        log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying fainter "
-                                 "ones", probes[strength], strength)
-            else:
-                maps = det.terms_maps(proxy.images)
-            for c in members:
-                if c not in rows:
-                    rows[c] = score(c, maps)
-                if progress:
-                    print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
-    rows = {c: rows[c] for c in candidates}
-    best = max(rows, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
-    return Selection(rows, best, cal.shape[0], nominal.shape[0], shared, sources, list(probes)[-1], probes,
-                     {c: per_draw[c] for c in candidates} if draws > 1 else {},
-                     {c: per_source[c] for c in candidates} if len(sources) > 1 else {})
+    for stage in (draws, max_draws) if max_draws > draws else (draws,):
+        if proxy is not None:  # the second stage: only when the first choice is uncertain
+            first = selection()
+            if not first.uncertain:
+                return first
+            log.info("the choice on %d draws is uncertain (%s won %d): ranking again on %d draws", draws,
+                     first.best or "(as saved)", first.wins[first.best], stage)
+            proxy, rows = proxy_set(nominal, replace(spec, strength=first.strength), seed, sources, stage), {}
+        for sig, members in groups.items():  # one detector and its terms per group, every member recombined from it
+            with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
+                cal_maps = det.calibration_terms  # measured by the copy's calibration on `cal`
+
+                def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
+                    m, per_draw[c], per_source[c] = recombined_metrics(det, cfgs[c], cal_maps, maps, proxy)
+                    return m.with_extra(objective=objective(m))
+
+                if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
+                    for strength in strengths:
+                        proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources, draws)
+                        terms[sig] = det.terms_maps(proxy.images)
+                        rows[candidates[0]] = score(candidates[0], terms[sig])
+                        probes[strength] = rows[candidates[0]].image_auroc
+                        if not probes[strength] >= SATURATED:
+                            break
+                        if strength != strengths[-1]:
+                            log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying "
+                                     "fainter ones", probes[strength], strength)
+                else:  # the images not measured yet (a grown proxy keeps its first draws, in the same order)
+                    have = terms.get(sig, {})
+                    new = det.terms_maps(proxy.images[next(iter(have.values())).shape[0] if have else 0:])
+                    terms[sig] = {k: torch.cat([have[k], v]) if have else v for k, v in new.items()}
+                for c in members:
+                    if c not in rows:
+                        rows[c] = score(c, terms[sig])
+                    if progress:
+                        print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
+    return selection()
 
 
 def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") -> None:
@@ -394,7 +426,7 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
         "near_chance": sel.near_chance, "saturated": sel.saturated, "proxy_sources": list(sel.sources),
         "proxy_strength": sel.strength, "strength_probes": {str(k): v for k, v in sel.probes.items()},
-        "proxy_draws": sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
+        "proxy_draws": sel.draws, "proxy_draws_first": sel.first_draws or sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
         "source_objectives": {c: dict(zip(sel.sources, v)) for c, v in sel.source_objectives.items()},
         "blind_sources": list(sel.blind_sources),
@@ -403,13 +435,14 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
 
 def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
                 proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
-                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS) -> Selection:
+                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS,
+                max_draws: int | None = None) -> Selection:
     """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates) on the AUTO_PROXY proxy set
     (or `proxy_source`), the best saved into the model when `apply`."""
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
     sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths, draws)
+                          strengths, draws, max_draws)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel
