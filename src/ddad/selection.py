@@ -27,9 +27,10 @@ won fewer than half of the draws the choice is uncertain (on the grain stand-in 
 places between draws: BENCHMARKS.md). An uncertain choice gets one larger sample: the proxy grows to MORE_DRAWS times
 as many draws (--proxy-max-draws; its first draws kept, only the new ones measured, so the grown proxy is exactly the
 larger proxy) and every candidate is ranked again on all of them; a choice still uncertain then is reported as such.
-The rule reads only the proxy, and it costs time only where the first sample could not decide. Where the defects come from several sources, the objective
-on each source alone is shown too, and a source whose defects no candidate finds is named (`blind_sources`): on a
-stochastic texture the image's own shuffled cells look like more texture.
+The rule reads only the proxy, and it costs time only where the first sample could not decide.
+Where the defects come from several sources, the objective on each source alone is shown too, and a source whose
+defects no candidate finds is named (`blind_sources`): on a stochastic texture the image's own shuffled cells look like
+more texture.
 
 The choice and its findings are returned (Selection.warning()); the caller shows them (the CLI after the table, the
 benchmark in its log).
@@ -165,7 +166,8 @@ def recombined_metrics(det, cfg: DDADConfig, cal_maps: dict[str, torch.Tensor], 
 
     n_draws, n_sources = int(proxy.draw.max()) + 1, int(proxy.source.max()) + 1
     per_draw = tuple(objective(metrics(proxy.subset(j).numpy())) for j in range(n_draws)) if n_draws > 1 else ()
-    per_source = tuple(objective(metrics(proxy.of_source(k).numpy())) for k in range(n_sources)) if n_sources > 1 else ()
+    per_source = (tuple(objective(metrics(proxy.of_source(k).numpy())) for k in range(n_sources)) if n_sources > 1
+                  else ())
     return metrics(), per_draw, per_source
 
 
