@@ -138,11 +138,11 @@ def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str
                  data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None,
                  draws: int | None = None, max_draws: int | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
-    from .selection import PROXY_DRAWS, STRENGTHS, auto_select
+    from .selection import STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
                       strengths=tuple(strengths or STRENGTHS),
-                      draws=PROXY_DRAWS if draws is None else draws, max_draws=max_draws)
+                      draws=draws, max_draws=max_draws)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -224,7 +224,7 @@ def summary_line(records, seconds: float, skipped: int = 0) -> str:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from .selection import PROXY_DRAWS, STRENGTHS, apply_selection, candidates_from_grid, select_settings
+    from .selection import STRENGTHS, apply_selection, candidates_from_grid, select_settings
 
     candidates = candidates_from_grid(args.grid, args.tries)
     if args.auto:
@@ -240,8 +240,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
                           strengths=tuple(args.proxy_strength or STRENGTHS),
-                          draws=PROXY_DRAWS if args.proxy_draws is None else args.proxy_draws,
-                          max_draws=args.proxy_max_draws)
+                          draws=args.proxy_draws, max_draws=args.proxy_max_draws)
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)

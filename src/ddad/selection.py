@@ -324,10 +324,11 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
-                    strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS,
+                    strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
                     max_draws: int | None = None) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
-    draws: independent draws of synthetic defects (one defective copy of each image per source and draw); the
+    draws: independent draws of synthetic defects (None: PROXY_DRAWS; one defective copy of each image per source
+    and draw); the
     candidates are ranked on all draws pooled, and each draw alone says how stable that ranking is (Selection.wins).
     max_draws: when the choice on `draws` is uncertain, the proxy grows to this many draws (the first ones kept, only
     the new ones measured) and every candidate is ranked again on all of them, once (default MORE_DRAWS * draws;
@@ -349,6 +350,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                     "for a cleaner split)", cal.shape[0])
     spec = proxy_spec(cfg0)
     sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
+    draws = PROXY_DRAWS if draws is None else draws
     max_draws = MORE_DRAWS * draws if max_draws is None else max_draws
     if draws < 1 or max_draws < draws:  # before any copy is calibrated (proxy_set says it too)
         raise ValueError(f"proxy draws must be 1 or more (defective copies of each image per source), and the most "
@@ -437,7 +439,7 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
 
 def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
                 proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
-                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int = PROXY_DRAWS,
+                progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
                 max_draws: int | None = None) -> Selection:
     """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates) on the AUTO_PROXY proxy set
     (or `proxy_source`), the best saved into the model when `apply`."""
