@@ -3,6 +3,8 @@
 #   grain    grey 128x96 (non-square) stochastic texture; subtle defects: hairline, faint blob, pit, torn edge
 #   texture  grey 128x128 woven pattern; the subtle defects and a clear crack
 #   surface  colour 128x128 brushed metal; all nine defect kinds at half size (small defects)
+#   grain2   a second stochastic texture: colour 128x128, another seed, the subtle defects (added to check the
+#            near-chance fallback of `ddad select --auto` on a category it was not designed on)
 # Each: DDAD (CONFIG, default configs/mvtec/bottle-cpu.yaml, at STEPS training steps) and PatchCore in one
 # `ddad benchmark` table, then the per-defect-type metrics.
 #   benchmarks/standins.sh OUT [STEPS] [CONFIG] [CATEGORY ...]
@@ -15,10 +17,14 @@ declare -A make=(
   [grain]="--category grain --gray --width 128 --height 96 --defects subtle --n-test-per-defect 10 --seed 11"
   [texture]="--category texture --gray --defects thin,faint,pit,fray,crack --n-test-per-defect 10 --seed 12"
   [surface]="--category surface --defects clear,subtle --defect-scale 0.5 --n-test-per-defect 6 --seed 13"
+  [grain2]="--category grain --defects subtle --n-test-per-defect 10 --seed 14"
 )
-declare -A height=([grain]=96 [texture]=128 [surface]=128)
+declare -A height=([grain]=96 [texture]=128 [surface]=128 [grain2]=128)
 for c in "${cats[@]}"; do
-  [ -d "$out/data/$c" ] || ddad synth --out "$out/data" ${make[$c]} --n-train 120 --n-test-good 20
+  if [ ! -d "$out/data/$c" ]; then  # made in a folder of its own, then named after the stand-in (grain2 is a grain)
+    ddad synth --out "$out/data/.$c" ${make[$c]} --n-train 120 --n-test-good 20
+    mv "$out/data/.$c"/* "$out/data/$c" && rmdir "$out/data/.$c"
+  fi
   ddad benchmark --config "$cfg" --methods ddad,patchcore --steps 10,5 --data "$out/data/$c" \
     --set "data.image_height=${height[$c]}" --set "train.steps=$steps" --out "$out/$c" --reuse | grep -v '^INFO'
   python benchmarks/per_defect.py "$out/$c/ddad/eval-ddad10" "$out/$c/patchcore" --names DDAD-10,PatchCore

@@ -136,13 +136,13 @@ def _require_auto_grids(methods) -> None:
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
                  data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None,
-                 draws: int | None = None, max_draws: int | None = None):
+                 draws: int | None = None, max_draws: int | None = None, fallback: bool = True):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
     from .selection import STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
                       strengths=tuple(strengths or STRENGTHS),
-                      draws=draws, max_draws=max_draws)
+                      draws=draws, max_draws=max_draws, fallback=fallback)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -234,8 +234,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
         method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
-                     args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_max_draws)
+                     args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_max_draws,
+                     not args.no_fallback)
         return 0
+    if args.no_fallback:
+        raise ValueError("--no-fallback belongs to --auto (a --grid/--try selection has no fallback): add --auto, or "
+                         "leave --no-fallback out")
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
@@ -529,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
                         "on a proxy with defects filled from the image's own cells AND a generated texture "
                         "(--proxy-source grid,texture unless given)")
+    s.add_argument("--no-fallback", action="store_true",
+                   help="with --auto: keep the proxy's best even where no candidate finds the synthetic defects "
+                        "(by default the method's fallback is chosen there: DDAD's memory-led map, T' 250, v 1, m 16)")
     s.add_argument("--apply", action="store_true",
                    help="save the best candidate into the model (re-calibrated) and write selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

@@ -37,7 +37,11 @@ benchmark in its log).
 
 `--auto` (the label-free recipe, `ddad train --auto`): the candidates are the method's own `auto_grid` and the
 defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each per draw, so
-the same procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`).
+the same procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`),
+and there the proxy's ranking is not used: no candidate finds its defects, so the order among them is noise (on the
+grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.4 pixel AUROC to PatchCore). `--auto`
+then chooses the method's fallback (Detector.auto_fallback; DDAD: the nominal-memory-led map) and does not grow the
+proxy; `--no-fallback` keeps the proxy's best.
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
@@ -218,6 +222,14 @@ class Selection:
     draw_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per draw
     source_objectives: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate -> objective per source
     first_draws: int = 0  # the draws of the first ranking (fewer than `draws` when it was uncertain and the proxy grew)
+    proxy_best: str | None = None  # the candidate with the highest objective, where `best` is the fallback instead
+    # (None: best is the proxy's best)
+
+    @property
+    def fell_back(self) -> bool:
+        """The proxy could not rank the candidates (near_chance) and `best` is the method's fallback
+        (Detector.auto_fallback), not the candidate with the highest objective."""
+        return self.proxy_best is not None
 
     @property
     def blind_sources(self) -> tuple[str, ...]:
@@ -256,13 +268,18 @@ class Selection:
         """Other draws of the same kind of synthetic defects would mostly choose something else: the best (on all
         draws pooled) is the best on fewer than half of the draws alone, so the proxy cannot tell the leading
         candidates apart on this category."""
-        return self.draws > 1 and self.wins[self.best] < self.draws / 2
+        return self.draws > 1 and not self.fell_back and self.wins[self.best] < self.draws / 2
 
     @property
     def near_chance(self) -> bool:
         """The best candidate barely tells synthetic defects from nominal images: none of the settings suits this
         category (or the proxy's defects do not resemble anything the model can see), so the choice means little."""
-        return not self.rows[self.best].extra["objective"] >= 0.5 + CHANCE_MARGIN
+        return not self.top_objective >= 0.5 + CHANCE_MARGIN
+
+    @property
+    def top_objective(self) -> float:
+        """The highest proxy objective of any candidate (the proxy's best's)."""
+        return self.rows[self.best if self.proxy_best is None else self.proxy_best].extra["objective"]
 
     @property
     def saturated(self) -> bool:
@@ -277,11 +294,15 @@ class Selection:
         """What the user should know about this choice ("" = nothing; several findings one per line)."""
         out = []
         if self.near_chance:
-            out.append(f"the best proxy objective is {self.rows[self.best].extra['objective']:.3f}, within "
+            out.append(f"the best proxy objective is {self.top_objective:.3f}, within "
                        f"{CHANCE_MARGIN} of chance (0.5): no candidate finds the synthetic defects in these images, so "
                        "expect weak detection. Try more training steps, another feature layer/input size (--grid "
                        "features.layers ...), or a proxy closer to the real defects (--proxy-source FOLDER of "
                        "defect-like textures)")
+        if self.fell_back:
+            out.append(f"the proxy cannot rank the candidates here, so the method's fallback {self.best} was chosen "
+                       f"rather than the proxy's best, {self.proxy_best or '(as saved)'} (--no-fallback keeps the "
+                       "proxy's best)")
         if self.blind_sources:
             out.append(f"no candidate finds the synthetic defects filled from {', '.join(self.blind_sources)} (best "
                        "objective on them alone below "
@@ -304,7 +325,8 @@ class Selection:
     def table(self) -> str:
         wins = self.wins
         per_source = tuple(f"on {Path(s).name}" for s in self.sources) if self.source_objectives else ()
-        named = {(c or "(as saved)") + (" <- best" if c == self.best else ""): m.with_extra(
+        named = {(c or "(as saved)") + (" <- best" if c == self.best else "")
+                 + (" <- proxy's best" if self.fell_back and c == self.proxy_best else ""): m.with_extra(
             **({"draws won": wins[c]} if wins else {}), **dict(zip(per_source, self.source_objectives.get(c, ()))))
             for c, m in self.rows.items()}
         return format_table(named, ("objective", *per_source, *(("draws won",) if wins else ())))
@@ -325,7 +347,7 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
                     strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
-                    max_draws: int | None = None) -> Selection:
+                    max_draws: int | None = None, fallback: str | None = None) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
     draws: independent draws of synthetic defects (None: PROXY_DRAWS; one defective copy of each image per source
     and draw); the
@@ -337,7 +359,10 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     adaptation).
     proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
     several comma-separated for one defective copy each (AUTO_PROXY); None = the config's. On a stochastic texture the
-    image's own shuffled cells (grid) look nominal: use texture."""
+    image's own shuffled cells (grid) look nominal: use texture.
+    fallback: a candidate (one of `candidates`) chosen instead of the proxy's best when no candidate's objective is
+    above chance (Selection.near_chance; a proxy near chance on its first draws is not grown: more draws of defects
+    it cannot see would not rank better); None: the proxy's best, always."""
     from .detector import Detector
     from .pipeline import trial_copy
 
@@ -358,6 +383,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     if not strengths or any(not 0 < st <= 1 for st in strengths):
         raise ValueError(f"proxy strengths must be one or more values in (0, 1] (1 = full contrast), got {strengths}")
 
+    if fallback is not None and fallback not in candidates:
+        raise ValueError(f"the fallback {fallback!r} must be one of the candidates (it is scored like them)")
     cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
     groups: dict[str, list[str]] = {}  # terms signature -> its candidates, the first candidate's group first
     for c in candidates:
@@ -372,14 +399,17 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     def selection() -> Selection:
         best = max(candidates, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
         n_draws = int(proxy.draw.max()) + 1
-        return Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
-                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
-                         {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws)
+        sel = Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
+                        list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
+                        {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws)
+        if fallback is not None and fallback != best and sel.near_chance:
+            sel = replace(sel, best=fallback, proxy_best=best)
+        return sel
 
     for stage in (draws, max_draws) if max_draws > draws else (draws,):
         if proxy is not None:  # the second stage: only when the first choice is uncertain
             first = selection()
-            if not first.uncertain:
+            if not first.uncertain:  # certain, or near chance with a fallback (which is never uncertain)
                 return first
             log.info("the choice on %d draws is uncertain (%s won %d): ranking again on %d draws", draws,
                      first.best or "(as saved)", first.wins[first.best], stage)
@@ -433,20 +463,25 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "proxy_draws": sel.draws, "proxy_draws_first": sel.first_draws or sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
         "source_objectives": {c: dict(zip(sel.sources, v)) for c, v in sel.source_objectives.items()},
-        "blind_sources": list(sel.blind_sources),
+        "blind_sources": list(sel.blind_sources), "fallback": sel.fell_back,
+        "proxy_best": sel.best if sel.proxy_best is None else sel.proxy_best,
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
 
 
 def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
                 proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
                 progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
-                max_draws: int | None = None) -> Selection:
-    """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates) on the AUTO_PROXY proxy set
-    (or `proxy_source`), the best saved into the model when `apply`."""
+                max_draws: int | None = None, fallback: bool = True) -> Selection:
+    """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates, and its fallback) on the
+    AUTO_PROXY proxy set (or `proxy_source`); where the proxy cannot rank them, the method's fallback
+    (Detector.auto_fallback) unless `fallback` is False; the choice saved into the model when `apply`."""
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
+    chosen = method_cls.auto_fallback if fallback and method_cls.auto_fallback else None
+    if chosen is not None and chosen not in candidates:
+        candidates.append(chosen)
     sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths, draws, max_draws)
+                          strengths, draws, max_draws, chosen)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel

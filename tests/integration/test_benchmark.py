@@ -45,6 +45,7 @@ def test_benchmark_auto_evaluates_the_label_free_choice_and_names_it(tiny_object
     from ddad.methods import METHODS
 
     monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # plumbing, not accuracy
+    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=8")  # a tiny model's proxy is often near chance
     out = tmp_path / "bench"
     args = ["benchmark", "--data", str(tiny_object), "--out", str(out), "--ddad-steps", "2", "--methods", "ddad",
             "--set", "data.image_size=32", "--set", "model.preset=cpu-32", "--set", "train.steps=3",

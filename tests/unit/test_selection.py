@@ -1,5 +1,6 @@
 """Label-free selection of inference settings on a proxy set of synthetic defects (ddad.selection)."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -135,6 +136,75 @@ def test_a_best_objective_near_chance_is_flagged():
     assert sel(float("nan")).near_chance
 
 
+def test_a_fallback_chosen_where_the_proxy_cannot_rank_is_shown_beside_the_proxys_best():
+    rows = {c: Metrics(0.55, 0.55, 0.4).with_extra(objective=o)
+            for c, o in (("", 0.5), ("scoring.v=16", 0.53), ("scoring.memory=16", 0.51))}
+    sel = Selection(rows, "scoring.memory=16", 4, 4, True, ("grid",), proxy_best="scoring.v=16",
+                    draw_objectives={"": (0.5, 0.5), "scoring.v=16": (0.52, 0.54), "scoring.memory=16": (0.5, 0.5)})
+    assert sel.fell_back and sel.near_chance and sel.top_objective == 0.53
+    assert not sel.uncertain  # the fallback won no draw, but the draws did not choose it
+    w = sel.warning()
+    assert "0.530" in w and "fallback scoring.memory=16 was chosen" in w and "proxy's best, scoring.v=16" in w
+    assert "scoring.memory=16 <- best" in sel.table() and "scoring.v=16 <- proxy's best" in sel.table()
+    plain = replace(sel, best="scoring.v=16", proxy_best=None)
+    assert not plain.fell_back and "fallback" not in plain.warning() and "proxy's best" not in plain.table()
+
+
+def test_auto_falls_back_without_growing_the_proxy_only_where_every_candidate_is_near_chance(tiny_model, tmp_path,
+                                                                                          monkeypatch, capsys, caplog):
+    import shutil
+
+    import ddad.selection as selection
+    from ddad.cli import main
+    from ddad.methods import METHODS
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    built, level = [], {"objective": 0.55}
+    real_proxy_set = selection.proxy_set
+
+    def recording_proxy_set(nominal, spec, seed=0, sources=None, draws=1):
+        built.append(draws)
+        return real_proxy_set(nominal, spec, seed, sources, draws)
+
+    def fake_metrics(det, cfg, cal_maps, maps, proxy):
+        # pooled: v=4 best; alone, v=1 wins draw 0 and v=16 the others: the best is uncertain
+        v, n = cfg.scoring.v, int(proxy.draw.max()) + 1
+        o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01, 2.0: -0.01}[v]
+        per_draw = tuple(o + (0.05 if (v == 1.0) == (j == 0) and v in (1.0, 16.0) else 0.0) for j in range(n))
+        return Metrics(o, o, o), per_draw, (o, o)
+
+    monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
+    monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
+    cands = ["", "scoring.v=4", "scoring.v=16", "scoring.v=2"]
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2")
+    assert sel.best == "scoring.v=2" and sel.proxy_best == "scoring.v=4" and sel.fell_back
+    assert built == [2] and sel.draws == 2 and not sel.grew  # near chance: not grown
+    built.clear()
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4)  # no fallback
+    assert sel.best == "scoring.v=4" and not sel.fell_back and built == [2, 4] and sel.near_chance
+    built.clear()
+    level["objective"] = 0.75  # the proxy finds the defects: its best, whatever the fallback
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2")
+    assert sel.best == "scoring.v=4" and not sel.fell_back and built == [2, 4]
+    with pytest.raises(ValueError, match="must be one of the candidates"):
+        select_settings(model, cands[:2], progress=False, fallback="scoring.v=2")
+
+    level["objective"] = 0.55
+    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 4, 16)})
+    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=2")  # added to the candidates
+    assert main(["select", "--model", str(model), "--auto", "--proxy-draws", "2", "--apply"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((model / "selection.json").read_text())
+    assert saved["best"] == "scoring.v=2" and saved["fallback"] and saved["proxy_best"] == "scoring.v=4"
+    assert "fallback scoring.v=2 was chosen" in out and "scoring.v=2" in saved["rows"]
+    assert main(["select", "--model", str(model), "--auto", "--proxy-draws", "2", "--no-fallback", "--apply"]) == 0
+    saved = json.loads((model / "selection.json").read_text())
+    assert saved["best"] == "scoring.v=4" and not saved["fallback"] and "scoring.v=2" not in saved["rows"]
+    assert main(["select", "--model", str(model), "--grid", "scoring.v", "4", "--no-fallback"]) == 2
+    assert "--no-fallback belongs to --auto" in caplog.text
+
+
 def test_a_proxy_every_candidate_aces_is_flagged_as_saturated():
     def row(image_auroc):
         return Metrics(image_auroc, None, None).with_extra(objective=0.8)
@@ -253,10 +323,12 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
     monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # two candidates: plumbing, not accuracy
+    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=8")  # already a candidate: not added twice
     assert main(["select", "--model", str(model), "--auto", "--try", "scoring.sigma=2.0", "--apply"]) == 0
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8", "scoring.sigma=2.0"}
+    assert saved["fallback"] == saved["near_chance"] and (saved["best"] == "scoring.v=8" or not saved["fallback"])
     assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
     n = saved["n_proxy_nominal"]
     k = saved["proxy_draws"]
