@@ -16,16 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from ddad.config import apply_overrides
 from ddad.data import load_dataset
 from ddad.detector import Detector
 from ddad.methods import METHODS
 from ddad.pipeline import trial_copy
-from ddad.selection import ProxySet, auto_candidates, candidates_from_grid, held_out_split, objective, recombined_metrics, split_candidate
+from ddad.selection import (ProxySet, auto_candidates, candidate_groups, candidates_from_grid, held_out_split,
+                            objective, recombined_metrics)
 
 
 def main() -> None:
@@ -54,10 +53,7 @@ def main() -> None:
     candidates = candidates_from_grid(a.grid) if a.grid else auto_candidates(method)
     if not a.grid and method.auto_fallback and method.auto_fallback not in candidates:
         candidates.append(method.auto_fallback)  # what `--auto` chooses where the proxy is near chance
-    cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
-    groups: dict[str, list[str]] = {}
-    for c in candidates:
-        groups.setdefault(type(base).terms_signature(cfgs[c]), []).append(c)
+    cfgs, groups = candidate_groups(method, cfg0, candidates)
     rows = {}
     for members in groups.values():
         with trial_copy(a.model, cfgs[members[0]], a.device, calibration=cal) as det:

@@ -70,7 +70,7 @@ from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
+__all__ = ["ProxySet", "proxy_set", "candidate_groups", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
            "PROXY_DRAWS", "MORE_DRAWS"]
 
 log = logging.getLogger(__name__)
@@ -277,9 +277,14 @@ class Selection:
         return not self.top_objective >= 0.5 + CHANCE_MARGIN
 
     @property
+    def proxy_choice(self) -> str:
+        """The candidate with the highest proxy objective (`best`, unless the fallback replaced it)."""
+        return self.best if self.proxy_best is None else self.proxy_best
+
+    @property
     def top_objective(self) -> float:
-        """The highest proxy objective of any candidate (the proxy's best's)."""
-        return self.rows[self.best if self.proxy_best is None else self.proxy_best].extra["objective"]
+        """The highest proxy objective of any candidate (the proxy's choice's)."""
+        return self.rows[self.proxy_choice].extra["objective"]
 
     @property
     def saturated(self) -> bool:
@@ -344,6 +349,18 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
     return held[0::2], held[1::2], False
 
 
+def candidate_groups(method_cls, cfg0: DDADConfig, candidates: list[str]
+                     ) -> tuple[dict[str, DDADConfig], dict[str, list[str]]]:
+    """(candidate -> its config, terms signature -> its candidates): the candidates grouped by the terms their
+    detector computes (Detector.terms_signature), in order, the first candidate's group first; one detector per group
+    measures the terms, and each member is recombined from them (recombined_metrics)."""
+    cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
+    groups: dict[str, list[str]] = {}
+    for c in candidates:
+        groups.setdefault(method_cls.terms_signature(cfgs[c]), []).append(c)
+    return cfgs, groups
+
+
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
                     strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
@@ -385,10 +402,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
 
     if fallback is not None and fallback not in candidates:
         raise ValueError(f"the fallback {fallback!r} must be one of the candidates (it is scored like them)")
-    cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
-    groups: dict[str, list[str]] = {}  # terms signature -> its candidates, the first candidate's group first
-    for c in candidates:
-        groups.setdefault(type(base).terms_signature(cfgs[c]), []).append(c)
+    cfgs, groups = candidate_groups(type(base), cfg0, candidates)
     rows: dict[str, Metrics] = {}
     per_draw: dict[str, tuple[float, ...]] = {}
     per_source: dict[str, tuple[float, ...]] = {}
@@ -464,7 +478,7 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
         "source_objectives": {c: dict(zip(sel.sources, v)) for c, v in sel.source_objectives.items()},
         "blind_sources": list(sel.blind_sources), "fallback": sel.fell_back,
-        "proxy_best": sel.best if sel.proxy_best is None else sel.proxy_best,
+        "proxy_best": sel.proxy_choice,
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
 
 
