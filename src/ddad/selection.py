@@ -39,9 +39,12 @@ benchmark in its log).
 defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each per draw, so
 the same procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`),
 and there the proxy's ranking is not used: no candidate finds its defects, so the order among them is noise (on the
-grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.4 pixel AUROC to PatchCore). `--auto`
-then chooses the method's fallback (Detector.auto_fallback; DDAD: the nominal-memory-led map) and does not grow the
-proxy; `--no-fallback` keeps the proxy's best.
+grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.4 pixel AUROC to PatchCore). Nor is it
+used where one source is blind: the ranking then rests on the other source's defects alone (on the grain2 stand-in
+the generated-texture defects, which favoured pixel-led maps the test set ranked last). In both cases (`cannot_rank`)
+`--auto` chooses the method's fallback (Detector.auto_fallback; DDAD: the nominal-memory-led map) and does not grow
+the proxy; `--no-fallback` keeps the proxy's best. Both rules were written after a test-set analysis of those
+stand-ins (BENCHMARKS.md, "When the proxy cannot rank"), and checked on stand-ins made after them.
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
@@ -227,9 +230,17 @@ class Selection:
 
     @property
     def fell_back(self) -> bool:
-        """The proxy could not rank the candidates (near_chance) and `best` is the method's fallback
+        """The proxy could not rank the candidates (cannot_rank) and `best` is the method's fallback
         (Detector.auto_fallback), not the candidate with the highest objective."""
         return self.proxy_best is not None
+
+    @property
+    def cannot_rank(self) -> bool:
+        """The proxy's order is not evidence: no candidate finds its defects (near_chance), or no candidate finds
+        one source's defects (blind_sources), so the ranking rests on the other kind alone and favours whatever map
+        suits that kind (on the grain2 stand-in: the generated-texture defects, which the pixel term sees best, and
+        a pixel-led map the test set ranked last; BENCHMARKS.md, "When the proxy cannot rank")."""
+        return self.near_chance or bool(self.blind_sources)
 
     @property
     def blind_sources(self) -> tuple[str, ...]:
@@ -304,15 +315,15 @@ class Selection:
                        "expect weak detection. Try more training steps, another feature layer/input size (--grid "
                        "features.layers ...), or a proxy closer to the real defects (--proxy-source FOLDER of "
                        "defect-like textures)")
+        if self.blind_sources:
+            out.append(f"no candidate finds the synthetic defects filled from {', '.join(self.blind_sources)} (best "
+                       "objective on them alone below "
+                       f"{0.5 + CHANCE_MARGIN:g}; the table's columns per source): the ranking rests on the other "
+                       "source's defects alone, which need not favour the map that finds this category's defects")
         if self.fell_back:
             out.append(f"the proxy cannot rank the candidates here, so the method's fallback {self.best} was chosen "
                        f"rather than the proxy's best, {self.proxy_best or '(as saved)'} (--no-fallback keeps the "
                        "proxy's best)")
-        if self.blind_sources:
-            out.append(f"no candidate finds the synthetic defects filled from {', '.join(self.blind_sources)} (best "
-                       "objective on them alone below "
-                       f"{0.5 + CHANCE_MARGIN:g}; the table's columns per source): on this category they add noise to "
-                       "the ranking, not information; --proxy-source can leave them out")
         if self.uncertain:
             won = sorted(((c or "(as saved)", w) for c, w in self.wins.items() if w), key=lambda cw: -cw[1])
             grew = f" (the proxy grown from {self.first_draws} draws, where it was uncertain too)" if self.grew else ""
@@ -377,9 +388,10 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
     several comma-separated for one defective copy each (AUTO_PROXY); None = the config's. On a stochastic texture the
     image's own shuffled cells (grid) look nominal: use texture.
-    fallback: a candidate (one of `candidates`) chosen instead of the proxy's best when no candidate's objective is
-    above chance (Selection.near_chance; a proxy near chance on its first draws is not grown: more draws of defects
-    it cannot see would not rank better); None: the proxy's best, always."""
+    fallback: a candidate (one of `candidates`) chosen instead of the proxy's best when the proxy cannot rank them
+    (Selection.cannot_rank: no candidate's objective above chance, or a defect source no candidate finds; such a
+    proxy is not grown on its first draws: more draws of defects it cannot see would not rank better); None: the
+    proxy's best, always."""
     from .detector import Detector
     from .pipeline import trial_copy
 
@@ -416,14 +428,14 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         sel = Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
                         {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws)
-        if fallback is not None and fallback != best and sel.near_chance:
+        if fallback is not None and fallback != best and sel.cannot_rank:
             sel = replace(sel, best=fallback, proxy_best=best)
         return sel
 
     for stage in (draws, max_draws) if max_draws > draws else (draws,):
         if proxy is not None:  # the second stage: only when the first choice is uncertain
             first = selection()
-            if not first.uncertain:  # certain, or near chance with a fallback (which is never uncertain)
+            if not first.uncertain:  # certain, or unable to rank with a fallback (which is never uncertain)
                 return first
             log.info("the choice on %d draws is uncertain (%s won %d): ranking again on %d draws", draws,
                      first.best or "(as saved)", first.wins[first.best], stage)

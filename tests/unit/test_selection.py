@@ -99,9 +99,13 @@ def test_a_defect_source_no_candidate_finds_is_named_and_each_sources_objective_
 
     grain = sel({"": (0.45, 0.58), "scoring.v=4": (0.5 + CHANCE_MARGIN - 0.01, 0.61)})  # grid: chance for both
     assert grain.blind_sources == ("grid",) and "filled from grid" in grain.warning()
+    assert grain.cannot_rank
+    found = replace(grain, rows={c: m.with_extra(objective=0.7) for c, m in rows.items()})  # pooled well above chance
+    assert found.cannot_rank and not found.near_chance  # a blind source: the ranking rests on texture's alone
     head = grain.table().splitlines()[0]
     assert "on grid" in head and "on texture" in head and "0.61" in grain.table()
     assert sel({"": (0.45, 0.58), "scoring.v=4": (0.62, 0.61)}).blind_sources == ()  # one candidate finds them
+    assert not replace(found, source_objectives={"": (0.45, 0.58), "scoring.v=4": (0.62, 0.61)}).cannot_rank
     nothing = sel({"": (0.45, 0.5), "scoring.v=4": (0.5, 0.52)})  # neither: near_chance's case, not a source's
     assert nothing.blind_sources == () and "filled from" not in nothing.warning()
     one = Selection(rows, "scoring.v=4", 4, 4, True, ("grid",))
@@ -150,7 +154,7 @@ def test_a_fallback_chosen_where_the_proxy_cannot_rank_is_shown_beside_the_proxy
     assert not plain.fell_back and "fallback" not in plain.warning() and "proxy's best" not in plain.table()
 
 
-def test_auto_falls_back_without_growing_the_proxy_only_where_every_candidate_is_near_chance(tiny_model, tmp_path,
+def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_or_a_source_is_blind(tiny_model, tmp_path,
                                                                                           monkeypatch, capsys, caplog):
     import shutil
 
@@ -172,7 +176,7 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_every_candidate_is
         v, n = cfg.scoring.v, int(proxy.draw.max()) + 1
         o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01, 2.0: -0.01}[v]
         per_draw = tuple(o + (0.05 if (v == 1.0) == (j == 0) and v in (1.0, 16.0) else 0.0) for j in range(n))
-        return Metrics(o, o, o), per_draw, (o, o)
+        return Metrics(o, o, o), per_draw, (level.get("grid", o), o)
 
     monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
     monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
@@ -187,6 +191,13 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_every_candidate_is
     level["objective"] = 0.75  # the proxy finds the defects: its best, whatever the fallback
     sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2")
     assert sel.best == "scoring.v=4" and not sel.fell_back and built == [2, 4]
+    built.clear()
+    level["grid"] = 0.55  # found on texture, but no candidate finds the grid's defects: the fallback, not grown
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2",
+                          proxy_source="grid,texture")
+    assert sel.best == "scoring.v=2" and sel.proxy_best == "scoring.v=4" and built == [2]
+    assert sel.blind_sources == ("grid",) and not sel.near_chance and "fallback scoring.v=2 was chosen" in sel.warning()
+    del level["grid"]
     with pytest.raises(ValueError, match="must be one of the candidates"):
         select_settings(model, cands[:2], progress=False, fallback="scoring.v=2")
 
@@ -328,7 +339,9 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8", "scoring.sigma=2.0"}
-    assert saved["fallback"] == saved["near_chance"] and (saved["best"] == "scoring.v=8" or not saved["fallback"])
+    cannot_rank = saved["near_chance"] or bool(saved["blind_sources"])
+    assert saved["fallback"] == (cannot_rank and saved["proxy_best"] != "scoring.v=8")
+    assert saved["best"] == "scoring.v=8" or not saved["fallback"]
     assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
     n = saved["n_proxy_nominal"]
     k = saved["proxy_draws"]
@@ -340,7 +353,7 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
                for v in saved["source_objectives"].values()) and set(saved["source_objectives"]) == set(saved["rows"])
     assert set(saved["blind_sources"]) <= {"grid", "texture"} and "on texture" in out
     assert isinstance(saved["near_chance"], bool) and isinstance(saved["saturated"], bool)
-    assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"] or saved["uncertain"])
+    assert ("WARNING" in out) == (cannot_rank or saved["saturated"] or saved["uncertain"])
     cfg = Detector.load(model).cfg
     want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
     assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]

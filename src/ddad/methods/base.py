@@ -106,8 +106,8 @@ class Detector:
     # product); empty = the method has no default grid (select with --grid)
     auto_grid: ClassVar[dict[str, tuple]] = {}
     # `--auto`: the candidate (comma-joined overrides) applied when the proxy cannot rank the grid (every candidate's
-    # proxy objective near chance, selection.Selection.near_chance); "" = none (the proxy's best is kept, with a
-    # warning)
+    # proxy objective near chance, or one defect source no candidate finds: selection.Selection.cannot_rank); "" =
+    # none (the proxy's best is kept, with a warning)
     auto_fallback: ClassVar[str] = ""
     uses_sampling_steps: ClassVar[bool] = True  # False: sampling.steps plays no part (`ddad benchmark --steps` skips it)
 
