@@ -72,7 +72,9 @@ def main() -> None:
     best_test = max(candidates, key=lambda c: objective(rows[c]))
     for c in candidates:
         m = rows[c]
-        mark = (" <- proxy's choice" if sel and c == sel["best"] else "") + (" <- test's best" if c == best_test else "")
+        mark = ((" <- chosen" if sel and c == sel["best"] else "")  # --auto's choice: the fallback where it fell back
+                + (" <- proxy's best" if sel and sel.get("fallback") and c == sel.get("proxy_best") else "")
+                + (" <- test's best" if c == best_test else ""))
         pr = f"{proxy[c]:.3f}" if c in proxy else "-"
         print(f"| {(c or '(as saved)') + mark} | {100 * m.image_auroc:.1f} | {100 * m.pixel_auroc:.1f} | "
               f"{100 * m.pro:.1f} | {objective(m):.3f} | {pr} |")
