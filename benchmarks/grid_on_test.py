@@ -52,7 +52,7 @@ def main() -> None:
     method = METHODS[cfg0.method]
     candidates = candidates_from_grid(a.grid) if a.grid else auto_candidates(method)
     if not a.grid and method.auto_fallback and method.auto_fallback not in candidates:
-        candidates.append(method.auto_fallback)  # what `--auto` chooses where the proxy is near chance
+        candidates.append(method.auto_fallback)  # what `--auto` chooses where the proxy cannot rank (cannot_rank)
     cfgs, groups = candidate_groups(method, cfg0, candidates)
     rows = {}
     for members in groups.values():

@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "on a proxy with defects filled from the image's own cells AND a generated texture "
                         "(--proxy-source grid,texture unless given)")
     s.add_argument("--no-fallback", action="store_true",
-                   help="with --auto: keep the proxy's best even where no candidate finds the synthetic defects "
-                        "(by default the method's fallback is chosen there: DDAD's memory-led map, T' 250, v 1, m 16)")
+                   help="with --auto: keep the proxy's best even where it cannot rank the candidates (no candidate "
+                        "finds the synthetic defects, or one source's; by default the method's fallback is chosen "
+                        "there: DDAD's memory-led map, T' 250, v 1, m 16)")
     s.add_argument("--apply", action="store_true",
                    help="save the best candidate into the model (re-calibrated) and write selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

@@ -503,11 +503,11 @@ def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = 
     (Detector.auto_fallback) unless `fallback` is False; the choice saved into the model when `apply`."""
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
-    chosen = method_cls.auto_fallback if fallback and method_cls.auto_fallback else None
-    if chosen is not None and chosen not in candidates:
-        candidates.append(chosen)
+    fallback_candidate = method_cls.auto_fallback if fallback and method_cls.auto_fallback else None
+    if fallback_candidate is not None and fallback_candidate not in candidates:
+        candidates.append(fallback_candidate)
     sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths, draws, max_draws, chosen)
+                          strengths, draws, max_draws, fallback_candidate)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel

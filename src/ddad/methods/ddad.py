@@ -33,9 +33,10 @@ class DDAD(Detector):
     # None needs re-adaptation, so a candidate costs one reconstruction of the proxy set (plus, for m > 0, one pass
     # of the extractor over the training images to measure the memory).
     auto_grid = {"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "scoring.memory": (0, 1, 4)}
-    # where no candidate finds the proxy's synthetic defects, nothing says which reconstruction-based map to trust:
-    # the paper's T' and v with the nominal memory leading the map (m 16, a step of the grid's x4 beyond 4), the term
-    # that needs no reconstruction (BENCHMARKS.md, "When the proxy cannot rank")
+    # where no candidate finds the proxy's synthetic defects (or one source's: Selection.cannot_rank), nothing says
+    # which reconstruction-based map to trust: the paper's T' and v with the nominal memory leading the map (m 16, a
+    # step of the grid's x4 beyond 4), the term that needs no reconstruction (BENCHMARKS.md, "When the proxy cannot
+    # rank")
     auto_fallback = "sampling.start_level=250,scoring.v=1,scoring.memory=16"
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration=None):
