@@ -7,12 +7,14 @@
 #            near-chance fallback of `ddad select --auto` on a category it was not designed on)
 #   grain3   grey 128x128 grain, another seed; surface2  grey brushed metal, the subtle defects at half size
 #            (both added before training, to check the blind-source fallback fitted after grain2's analysis)
+#   grain4   grey 128x96 grain, another seed, the subtle defects at 3/4 size (added before training, to check the
+#            fallback's finer memory layers, fitted after grain, grain2 and grain3's analysis)
 # Each: DDAD (CONFIG, default configs/mvtec/bottle-cpu.yaml, at STEPS training steps) and PatchCore in one
 # `ddad benchmark` table, then the per-defect-type metrics.
 #   benchmarks/standins.sh OUT [STEPS] [CONFIG] [CATEGORY ...]
 #   benchmarks/standins.sh runs/standins 800 configs/mvtec/bottle-cpu.yaml grain
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,13p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 out=$1 steps=${2:-800} cfg=${3:-configs/mvtec/bottle-cpu.yaml}; shift $(( $# < 3 ? $# : 3 ))
 cats=("$@"); [ ${#cats[@]} -gt 0 ] || cats=(grain texture surface)
 declare -A make=(
@@ -22,8 +24,9 @@ declare -A make=(
   [grain2]="--category grain --defects subtle --n-test-per-defect 10 --seed 14"
   [grain3]="--category grain --gray --defects subtle --n-test-per-defect 10 --seed 15"
   [surface2]="--category surface --gray --defects subtle --defect-scale 0.5 --n-test-per-defect 10 --seed 16"
+  [grain4]="--category grain --gray --width 128 --height 96 --defects subtle --defect-scale 0.75 --n-test-per-defect 10 --seed 17"
 )
-declare -A height=([grain]=96 [texture]=128 [surface]=128 [grain2]=128 [grain3]=128 [surface2]=128)
+declare -A height=([grain]=96 [texture]=128 [surface]=128 [grain2]=128 [grain3]=128 [surface2]=128 [grain4]=96)
 for c in "${cats[@]}"; do
   if [ ! -d "$out/data/$c" ]; then  # made in a folder of its own, then named after the stand-in (grain2 is a grain)
     ddad synth --out "$out/data/.$c" ${make[$c]} --n-train 120 --n-test-good 20
