@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from ddad.data import load_dataset
+from _testset import load_test
+
 from ddad.detector import Detector
 from ddad.methods import METHODS
 from ddad.pipeline import trial_copy
@@ -38,13 +39,8 @@ def main() -> None:
     torch.set_num_threads(2)
     base = Detector.load(a.model, a.device)
     cfg0 = base.cfg
-    d = cfg0.data
-    ds = load_dataset(d.layout, d.root, "test", d.category, d.shape, d.seed)
-    samples = [ds[i] for i in range(len(ds))]
-    x = torch.stack([s.image for s in samples])
-    labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
-    masks = torch.stack([(s.mask > 0.5).float() if s.mask is not None else torch.zeros(1, *x.shape[-2:])
-                         for s in samples])
+    x, labels, masks = load_test(cfg0)
+    labels, masks = torch.from_numpy(labels), masks[:, None].float()
     flag = torch.where(labels > 0, 0, -1)  # one "draw", one "source": the test set as a proxy set
     test = ProxySet(x, masks, labels, flag, flag)
     cal, _, _ = held_out_split(cfg0)

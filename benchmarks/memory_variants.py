@@ -11,11 +11,11 @@ PatchCore). ddad.scoring.memory_distance is the adapted / l2 / zero-padded / per
 """
 import argparse
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddad.data import load_dataset
+from _testset import load_test
+
 from ddad.detector import Detector
 from ddad.features.extractor import build_extractor
 from ddad.metrics import MapAccumulator
@@ -31,12 +31,8 @@ def main() -> None:
     det = Detector.load(a.model)
     cfg = det.cfg
     layers = cfg.features.layers
-    ds = load_dataset(cfg.data.layout, cfg.data.root, "test", cfg.data.category, cfg.data.shape, cfg.data.seed)
-    samples = [ds[i] for i in range(len(ds))]
-    x = torch.stack([s.image for s in samples])
-    labels = np.array([s.label for s in samples])
-    masks = torch.stack([s.mask[0] > 0.5 if s.mask is not None else torch.zeros(x.shape[-2:], dtype=torch.bool)
-                         for s in samples]).numpy()
+    x, labels, masks = load_test(cfg)
+    masks = masks.numpy()
     train = nominal_split(cfg)[0].stack()
     size = tuple(x.shape[-2:])
 

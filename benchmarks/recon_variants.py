@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddad.data import load_dataset
+from _testset import load_test
 from ddad.detector import Detector
 from ddad.metrics import MapAccumulator
 from ddad.scoring import feature_distance, pixel_distance, smooth
@@ -50,14 +50,10 @@ def main() -> None:
     det = Detector.load(a.model, "cpu")
     cfg = det.cfg
     layers = tuple(int(v) for v in a.layers.split(",")) if a.layers else cfg.features.layers
-    ds = load_dataset(cfg.data.layout, cfg.data.root, "test", cfg.data.category, cfg.data.shape, cfg.data.seed)
-    samples = [ds[i] for i in range(len(ds))]
-    x_test = torch.stack([s.image for s in samples])
-    m_test = torch.stack([s.mask[0] > 0.5 if s.mask is not None else torch.zeros(x_test.shape[-2:], dtype=torch.bool)
-                          for s in samples])
+    x_test, labels, m_test = load_test(cfg)
     cal, nom, _ = held_out_split(cfg)  # as ddad select
     proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(AUTO_PROXY))
-    sets = {"cal": (cal, None, None), "test": (x_test, np.array([s.label for s in samples]), m_test),
+    sets = {"cal": (cal, None, None), "test": (x_test, labels, m_test),
             "proxy": (proxy.images, proxy.labels.numpy(), proxy.masks[:, 0] > 0.5)}
 
     def feats(x):

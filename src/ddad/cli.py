@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-fallback", action="store_true",
                    help="with --auto: keep the proxy's best even where it cannot rank the candidates (no candidate "
                         "finds the synthetic defects, or one source's; by default the method's fallback is chosen "
-                        "there: DDAD's memory-led map, T' 250, v 1, m 16)")
+                        "there: DDAD's memory-led map, T' 250, v 1, m 16 on feature layers 1-3)")
     s.add_argument("--apply", action="store_true",
                    help="save the best candidate into the model (re-calibrated) and write selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

@@ -117,11 +117,18 @@ class ScoringConfig:
     # fraction of the training patches the memory keeps, per layer (k-center greedy, PatchCore's coreset): 1 = every
     # patch (exact nearest neighbours); 0.1 searches a tenth of them (faster inference, each distance an upper bound)
     memory_coreset: float = 1.0
+    # the feature layers D_m sums (null = features.layers, those of D_f). Finer layers see smaller defects: on the
+    # grain stand-ins layers 1, 2, 3 (strides 4, 8, 16) found their hairlines and pits better than 2, 3
+    # (BENCHMARKS.md, "Finer memory layers for the fallback"); DDAD's `--auto` fallback uses them
+    memory_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.memory_coreset <= 1.0:
             raise ConfigError(f"scoring.memory_coreset must be in (0, 1] (the fraction of training patches kept; 1 = "
                               f"all), got {self.memory_coreset}")
+        if self.memory_layers is not None and not self.memory_layers:
+            raise ConfigError("scoring.memory_layers must name at least one feature layer (e.g. [1, 2, 3]), or be "
+                              "null for features.layers; got []")
 
 
 @dataclass(frozen=True)

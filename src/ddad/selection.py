@@ -43,7 +43,9 @@ grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.
 used where one source is blind: the ranking then rests on the other source's defects alone (on the grain2 stand-in
 the generated-texture defects, which favoured pixel-led maps the test set ranked last). In both cases (`cannot_rank`)
 `--auto` chooses the method's fallback (Detector.auto_fallback; DDAD: the nominal-memory-led map) and does not grow
-the proxy; `--no-fallback` keeps the proxy's best. Both rules were written after a test-set analysis of those
+the proxy; `--no-fallback` keeps the proxy's best. The fallback is scored and shown beside the grid but not ranked
+with it (`unranked`): it answers only where the grid cannot be ranked, and the proxy's findings (its best, near
+chance, blind sources, draws won) are the grid's. Both rules were written after a test-set analysis of those
 stand-ins (BENCHMARKS.md, "When the proxy cannot rank"), and checked on stand-ins made after them.
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
@@ -227,6 +229,12 @@ class Selection:
     first_draws: int = 0  # the draws of the first ranking (fewer than `draws` when it was uncertain and the proxy grew)
     proxy_best: str | None = None  # the candidate with the highest objective, where `best` is the fallback instead
     # (None: best is the proxy's best)
+    unranked: tuple[str, ...] = ()  # candidates scored and shown but left out of the ranking (a fallback not in the grid)
+
+    @property
+    def ranked(self) -> list[str]:
+        """The candidates the proxy ranks (every row but the unranked ones)."""
+        return [c for c in self.rows if c not in self.unranked]
 
     @property
     def fell_back(self) -> bool:
@@ -250,7 +258,7 @@ class Selection:
         if not self.source_objectives:
             return ()
         blind = tuple(s for k, s in enumerate(self.sources)
-                      if not max(np.nan_to_num(v[k], nan=0.0) for v in self.source_objectives.values())
+                      if not max(np.nan_to_num(self.source_objectives[c][k], nan=0.0) for c in self.ranked)
                       >= 0.5 + CHANCE_MARGIN)
         return blind if len(blind) < len(self.sources) else ()  # none found at all: near_chance says it
 
@@ -266,7 +274,7 @@ class Selection:
             return {}
         won = dict.fromkeys(self.rows, 0)
         for j in range(self.draws):
-            won[max(self.rows, key=lambda c: (np.nan_to_num(self.draw_objectives[c][j], nan=-1.0), c == ""))] += 1
+            won[max(self.ranked, key=lambda c: (np.nan_to_num(self.draw_objectives[c][j], nan=-1.0), c == ""))] += 1
         return won
 
     @property
@@ -304,7 +312,7 @@ class Selection:
         Seen on bottle at full strength, where the choice then scored below the shipped settings on the test set
         (BENCHMARKS.md); select_settings now tries fainter defects first (STRENGTHS), so this remains only when even
         the faintest are all found."""
-        return len(self.rows) > 1 and all(m.image_auroc == 1.0 for m in self.rows.values())
+        return len(self.ranked) > 1 and all(self.rows[c].image_auroc == 1.0 for c in self.ranked)
 
     def warning(self) -> str:
         """What the user should know about this choice ("" = nothing; several findings one per line)."""
@@ -342,7 +350,8 @@ class Selection:
         wins = self.wins
         per_source = tuple(f"on {Path(s).name}" for s in self.sources) if self.source_objectives else ()
         named = {(c or "(as saved)") + (" <- best" if c == self.best else "")
-                 + (" <- proxy's best" if self.fell_back and c == self.proxy_best else ""): m.with_extra(
+                 + (" <- proxy's best" if self.fell_back and c == self.proxy_best else "")
+                 + (" (fallback, not ranked)" if c in self.unranked else ""): m.with_extra(
             **({"draws won": wins[c]} if wins else {}), **dict(zip(per_source, self.source_objectives.get(c, ()))))
             for c, m in self.rows.items()}
         return format_table(named, ("objective", *per_source, *(("draws won",) if wins else ())))
@@ -375,7 +384,8 @@ def candidate_groups(method_cls, cfg0: DDADConfig, candidates: list[str]
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
                     strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
-                    max_draws: int | None = None, fallback: str | None = None) -> Selection:
+                    max_draws: int | None = None, fallback: str | None = None,
+                    unranked: tuple[str, ...] = ()) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
     draws: independent draws of synthetic defects (None: PROXY_DRAWS; one defective copy of each image per source
     and draw); the
@@ -391,7 +401,10 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     fallback: a candidate (one of `candidates`) chosen instead of the proxy's best when the proxy cannot rank them
     (Selection.cannot_rank: no candidate's objective above chance, or a defect source no candidate finds; such a
     proxy is not grown on its first draws: more draws of defects it cannot see would not rank better); None: the
-    proxy's best, always."""
+    proxy's best, always.
+    unranked: candidates scored and shown but never the proxy's best, nor counted in its findings (near chance, blind
+    sources, draws won); auto_select passes a fallback that is not one of the grid's: it answers only where the grid
+    cannot be ranked."""
     from .detector import Detector
     from .pipeline import trial_copy
 
@@ -414,6 +427,8 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
 
     if fallback is not None and fallback not in candidates:
         raise ValueError(f"the fallback {fallback!r} must be one of the candidates (it is scored like them)")
+    if not set(candidates) - set(unranked):
+        raise ValueError(f"every candidate is unranked ({list(unranked)}): the proxy needs at least one to rank")
     cfgs, groups = candidate_groups(type(base), cfg0, candidates)
     rows: dict[str, Metrics] = {}
     per_draw: dict[str, tuple[float, ...]] = {}
@@ -423,11 +438,13 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     proxy = None
 
     def selection() -> Selection:
-        best = max(candidates, key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
+        best = max((c for c in candidates if c not in unranked),
+                   key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
         n_draws = int(proxy.draw.max()) + 1
         sel = Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
-                        {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws)
+                        {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws,
+                        unranked=tuple(c for c in unranked if c in rows))
         if fallback is not None and fallback != best and sel.cannot_rank:
             sel = replace(sel, best=fallback, proxy_best=best)
         return sel
@@ -490,7 +507,7 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
         "source_objectives": {c: dict(zip(sel.sources, v)) for c, v in sel.source_objectives.items()},
         "blind_sources": list(sel.blind_sources), "fallback": sel.fell_back,
-        "proxy_best": sel.proxy_choice,
+        "proxy_best": sel.proxy_choice, "unranked": list(sel.unranked),
         "rows": {c: m.as_dict() for c, m in sel.rows.items()}}, indent=2))
 
 
@@ -504,10 +521,12 @@ def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = 
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
     fallback_candidate = method_cls.auto_fallback if fallback and method_cls.auto_fallback else None
-    if fallback_candidate is not None and fallback_candidate not in candidates:
+    unranked: tuple[str, ...] = ()
+    if fallback_candidate is not None and fallback_candidate not in candidates:  # shown, not ranked with the grid
         candidates.append(fallback_candidate)
+        unranked = (fallback_candidate,)
     sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths, draws, max_draws, fallback_candidate)
+                          strengths, draws, max_draws, fallback_candidate, unranked)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel

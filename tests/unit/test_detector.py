@@ -8,7 +8,7 @@ from ddad.checkpoint import ModelFileError
 from ddad.config import ConfigError, DDADConfig, apply_overrides
 from conftest import fitted_detector
 from ddad.detector import Detector
-from ddad.pipeline import stack_images
+from ddad.pipeline import nominal_split, stack_images
 from ddad.data import AnomalyDataset, ImageSet, load_dataset
 from ddad.diffusion.train import data_fingerprint
 from ddad.methods.base import to_model
@@ -249,7 +249,23 @@ def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, 
                                  progress=False)  # a coreset of the memory: measured again, a tenth of the patches
     assert changed == ("scoring",) and {j: b.shape[1] for j, b in Detector.load(d).memory.items()} == {
         j: -(-n // 10) for j, n in full.items()}
+    # on other layers than D_f's (the --auto fallback's 1-3): a memory of those layers, a term of its own signature
+    # (not shared with a memory on D_f's layers), zero on a training image
+    finer = apply_overrides(before.cfg, ["scoring.memory=4", "scoring.memory_layers=[1,2,3]"])
+    assert finer.scoring.memory_layers == (1, 2, 3) and finer.features.layers != (1, 2, 3)
+    assert type(det).terms_signature(finer) != type(det).terms_signature(
+        apply_overrides(before.cfg, ["scoring.memory=4"]))
+    det, changed = reuse_trained(d, finer, progress=False)
+    assert changed == ("scoring",) and sorted(Detector.load(d).memory) == [1, 2, 3]
+    train = nominal_split(det.cfg)[0].stack()[:2]
+    t = det.terms(train)
+    assert t.maps["memory"].abs().max() < 1e-3 and t.maps["memory"].shape == t.maps["feature"].shape
+    det.cfg = apply_overrides(det.cfg, ["scoring.memory_layers=[2,3]"])  # a memory of other layers than the config's
+    with pytest.raises(ModelFileError, match=r"layers \[2, 3\], this model has layers \[1, 2, 3\]"):
+        det.terms(train)
     det, _ = reuse_trained(d, before.cfg, progress=False)  # and off again: the memory is dropped from the model
     assert det.memory is None and not (d / "state.safetensors").exists()
     with pytest.raises(ConfigError, match="memory_coreset must be in"):
         apply_overrides(before.cfg, ["scoring.memory_coreset=0"])
+    with pytest.raises(ConfigError, match="memory_layers must name at least one"):
+        apply_overrides(before.cfg, ["scoring.memory_layers=[]"])

@@ -152,6 +152,17 @@ def test_a_fallback_chosen_where_the_proxy_cannot_rank_is_shown_beside_the_proxy
     assert "scoring.memory=16 <- best" in sel.table() and "scoring.v=16 <- proxy's best" in sel.table()
     plain = replace(sel, best="scoring.v=16", proxy_best=None)
     assert not plain.fell_back and "fallback" not in plain.warning() and "proxy's best" not in plain.table()
+    # a fallback scored beside the grid but not ranked with it: the proxy's findings are the grid's alone, even where
+    # the fallback scores higher on every draw and source
+    top = {**rows, "scoring.memory=16": Metrics(0.9, 0.9, 0.9).with_extra(objective=0.9)}
+    unr = Selection(top, "scoring.memory=16", 4, 4, True, ("grid", "texture"), proxy_best="scoring.v=16",
+                    draw_objectives={"": (0.5, 0.5), "scoring.v=16": (0.52, 0.54), "scoring.memory=16": (0.9, 0.9)},
+                    source_objectives={"": (0.5, 0.8), "scoring.v=16": (0.52, 0.8), "scoring.memory=16": (0.9, 0.9)},
+                    unranked=("scoring.memory=16",))
+    assert unr.ranked == ["", "scoring.v=16"] and unr.top_objective == 0.53 and unr.near_chance
+    assert unr.wins == {"": 0, "scoring.v=16": 2, "scoring.memory=16": 0} and unr.blind_sources == ("grid",)
+    assert "scoring.memory=16 <- best (fallback, not ranked)" in unr.table()
+    assert replace(unr, unranked=()).blind_sources == ()  # ranked, it would have found the grid's defects
 
 
 def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_or_a_source_is_blind(tiny_model, tmp_path,
@@ -174,7 +185,7 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_
     def fake_metrics(det, cfg, cal_maps, maps, proxy):
         # pooled: v=4 best; alone, v=1 wins draw 0 and v=16 the others: the best is uncertain
         v, n = cfg.scoring.v, int(proxy.draw.max()) + 1
-        o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01, 2.0: -0.01}[v]
+        o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01, 2.0: level.get("v2", -0.01)}[v]
         per_draw = tuple(o + (0.05 if (v == 1.0) == (j == 0) and v in (1.0, 16.0) else 0.0) for j in range(n))
         return Metrics(o, o, o), per_draw, (level.get("grid", o), o)
 
@@ -198,6 +209,15 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_
     assert sel.best == "scoring.v=2" and sel.proxy_best == "scoring.v=4" and built == [2]
     assert sel.blind_sources == ("grid",) and not sel.near_chance and "fallback scoring.v=2 was chosen" in sel.warning()
     del level["grid"]
+    level["v2"] = 0.1  # the fallback tops a proxy that can rank: its best where ranked, the grid's where not
+    assert select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4,
+                           fallback="scoring.v=2").best == "scoring.v=2"
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2",
+                          unranked=("scoring.v=2",))
+    assert sel.best == "scoring.v=4" and not sel.fell_back and "scoring.v=2" in sel.rows
+    del level["v2"]
+    with pytest.raises(ValueError, match="every candidate is unranked"):
+        select_settings(model, ["scoring.v=2"], progress=False, unranked=("scoring.v=2",))
     with pytest.raises(ValueError, match="must be one of the candidates"):
         select_settings(model, cands[:2], progress=False, fallback="scoring.v=2")
 
@@ -208,6 +228,7 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert saved["best"] == "scoring.v=2" and saved["fallback"] and saved["proxy_best"] == "scoring.v=4"
+    assert saved["unranked"] == ["scoring.v=2"]  # auto added it to the grid: shown, not ranked
     assert "fallback scoring.v=2 was chosen" in out and "scoring.v=2" in saved["rows"]
     assert main(["select", "--model", str(model), "--auto", "--proxy-draws", "2", "--no-fallback", "--apply"]) == 0
     saved = json.loads((model / "selection.json").read_text())
@@ -283,9 +304,10 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
-    # three terms signatures: memory off (saved, v, sigma), memory on (its weight, with v), fewer sampling steps
+    # four terms signatures: memory off (saved, v, sigma), memory on (its weight, with v), memory on other layers,
+    # fewer sampling steps
     cands = ["", "scoring.v=4", "scoring.sigma=2.0", "scoring.memory=1", "scoring.memory=4,scoring.v=4",
-             "sampling.steps=1"]
+             "scoring.memory=4,scoring.memory_layers=[1,2,3]", "sampling.steps=1"]
     opened, real_copy = [], pipeline.trial_copy
 
     def counting_copy(model_dir, cfg, *a, **k):
@@ -304,9 +326,9 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     sel = select_settings(model, cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
-    assert list(sel.rows) == cands and len(opened) == 3
+    assert list(sel.rows) == cands and len(opened) == 4
     n = sel.n_calibration  # per group: the copy's calibration, then the proxy; the calibration's terms are reused
-    assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 3
+    assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 4
     monkeypatch.setattr(Detector, "terms_maps", real_terms)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
     monkeypatch.setattr(pipeline, "trial_copy", real_copy)

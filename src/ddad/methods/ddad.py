@@ -36,8 +36,10 @@ class DDAD(Detector):
     # where no candidate finds the proxy's synthetic defects (or one source's: Selection.cannot_rank), nothing says
     # which reconstruction-based map to trust: the paper's T' and v with the nominal memory leading the map (m 16, a
     # step of the grid's x4 beyond 4), the term that needs no reconstruction (BENCHMARKS.md, "When the proxy cannot
-    # rank")
-    auto_fallback = "sampling.start_level=250,scoring.v=1,scoring.memory=16"
+    # rank"), measured on layers 1-3: the finer layer 1 (stride 4) sees the hairlines and pits of a stochastic texture
+    # that layers 2, 3 miss (BENCHMARKS.md, "Finer memory layers for the fallback"). Scored beside the grid, not
+    # ranked with it (select_settings: a fallback only answers where the grid cannot be ranked)
+    auto_fallback = "sampling.start_level=250,scoring.v=1,scoring.memory=16,scoring.memory_layers=[1,2,3]"
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration=None):
         super().__init__(cfg, extractor, calibration)
@@ -85,7 +87,7 @@ class DDAD(Detector):
         self.memory = None
         if not self.cfg.scoring.memory:
             return
-        layers = self.cfg.features.layers
+        layers = self.memory_layers
         parts: dict[int, list[torch.Tensor]] = {j: [] for j in layers}
         bs = self.cfg.sampling.batch_size
         with torch.inference_mode():
@@ -95,12 +97,19 @@ class DDAD(Detector):
         self.memory = memory_coreset(memory_bank({j: torch.cat(p) for j, p in parts.items()}),
                                      self.cfg.scoring.memory_coreset)
 
+    @property
+    def memory_layers(self) -> tuple[int, ...]:
+        """The feature layers of D_m: scoring.memory_layers, or those of D_f."""
+        return tuple(self.cfg.scoring.memory_layers or self.cfg.features.layers)
+
     @classmethod
     def terms_signature(cls, cfg: DDADConfig) -> str:
-        # the memory map is a term, measured where scoring.memory is on (from the coreset the config keeps); its weight
-        # m (and v, sigma) recombine
+        # the memory map is a term, measured where scoring.memory is on (from the coreset and layers the config keeps);
+        # its weight m (and v, sigma) recombine
         sc = cfg.scoring
-        return super().terms_signature(cfg) + (f" memory coreset={sc.memory_coreset}" if sc.memory else "")
+        layers = list(sc.memory_layers or cfg.features.layers)
+        return super().terms_signature(cfg) + (f" memory coreset={sc.memory_coreset} layers={layers}" if sc.memory
+                                               else "")
 
     def state(self) -> dict[str, torch.Tensor]:
         # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance
@@ -112,21 +121,23 @@ class DDAD(Detector):
         self.memory = mem or None
 
     def memory_map(self, f_y: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """D_m from the input's features f_y (layer -> (B, C, h, w))."""
-        layers = self.cfg.features.layers
+        """D_m from the input's features f_y (layer -> (B, C, h, w), at least the memory's layers)."""
+        layers = self.memory_layers
         if self.memory is None or sorted(self.memory) != sorted(layers):
             have = "none" if self.memory is None else f"layers {sorted(self.memory)}"
             raise ModelFileError(f"scoring.memory={self.cfg.scoring.memory:g} needs the nominal memory of feature "
                                  f"layers {list(layers)}, this model has {have}: run `ddad adapt --model MODEL_DIR` "
                                  "(or det.fit_references(training images)) to measure it")
-        return memory_distance(f_y, self.memory, size)
+        return memory_distance({j: f_y[j] for j in layers}, self.memory, size)
 
     def terms(self, y: torch.Tensor) -> Terms:
         x0 = self.reconstruct(y)
         layers, size = self.cfg.features.layers, tuple(y.shape[-2:])
+        mem = self.memory_layers if self.cfg.scoring.memory else ()
         with torch.inference_mode():
-            f_y = self.extractor(y, layers)  # once, for D_f and (where on) D_m
-            maps = {"pixel": pixel_distance(x0, y), "feature": feature_distance(self.extractor(x0, layers), f_y, size)}
+            f_y = self.extractor(y, tuple(sorted({*layers, *mem})))  # once, for D_f and (where on) D_m
+            maps = {"pixel": pixel_distance(x0, y),
+                    "feature": feature_distance(self.extractor(x0, layers), {j: f_y[j] for j in layers}, size)}
             if self.cfg.scoring.memory:
                 maps["memory"] = self.memory_map(f_y, size)
             return Terms(x0, maps)
