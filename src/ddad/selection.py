@@ -214,6 +214,11 @@ def candidates_from_grid(grid: list[list[str]], tries: list[str] = ()) -> list[s
     return out
 
 
+def top_candidate(candidates: list[str], objective_of) -> str:
+    """The candidate with the highest objective (NaN lowest; on a tie the model as saved, "", wins)."""
+    return max(candidates, key=lambda c: (np.nan_to_num(objective_of(c), nan=-1.0), c == ""))
+
+
 @dataclass(frozen=True)
 class Selection:
     rows: dict[str, Metrics]  # candidate -> proxy metrics (with "objective" in extra)
@@ -274,7 +279,7 @@ class Selection:
             return {}
         won = dict.fromkeys(self.rows, 0)
         for j in range(self.draws):
-            won[max(self.ranked, key=lambda c: (np.nan_to_num(self.draw_objectives[c][j], nan=-1.0), c == ""))] += 1
+            won[top_candidate(self.ranked, lambda c: self.draw_objectives[c][j])] += 1
         return won
 
     @property
@@ -438,8 +443,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     proxy = None
 
     def selection() -> Selection:
-        best = max((c for c in candidates if c not in unranked),
-                   key=lambda k: (np.nan_to_num(rows[k].extra["objective"], nan=-1.0), k == ""))
+        best = top_candidate([c for c in candidates if c not in unranked], lambda c: rows[c].extra["objective"])
         n_draws = int(proxy.draw.max()) + 1
         sel = Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},

@@ -97,19 +97,22 @@ class DDAD(Detector):
         self.memory = memory_coreset(memory_bank({j: torch.cat(p) for j, p in parts.items()}),
                                      self.cfg.scoring.memory_coreset)
 
+    @staticmethod
+    def memory_layers_of(cfg: DDADConfig) -> tuple[int, ...]:
+        """The feature layers of D_m: scoring.memory_layers, or those of D_f."""
+        return tuple(cfg.scoring.memory_layers or cfg.features.layers)
+
     @property
     def memory_layers(self) -> tuple[int, ...]:
-        """The feature layers of D_m: scoring.memory_layers, or those of D_f."""
-        return tuple(self.cfg.scoring.memory_layers or self.cfg.features.layers)
+        return self.memory_layers_of(self.cfg)
 
     @classmethod
     def terms_signature(cls, cfg: DDADConfig) -> str:
         # the memory map is a term, measured where scoring.memory is on (from the coreset and layers the config keeps);
         # its weight m (and v, sigma) recombine
         sc = cfg.scoring
-        layers = list(sc.memory_layers or cfg.features.layers)
-        return super().terms_signature(cfg) + (f" memory coreset={sc.memory_coreset} layers={layers}" if sc.memory
-                                               else "")
+        return super().terms_signature(cfg) + (
+            f" memory coreset={sc.memory_coreset} layers={list(cls.memory_layers_of(cfg))}" if sc.memory else "")
 
     def state(self) -> dict[str, torch.Tensor]:
         # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance
