@@ -66,10 +66,15 @@ def main() -> None:
     print("| candidate | test I-AUROC | P-AUROC | PRO | test objective | proxy objective |")
     print("|---|---|---|---|---|---|")
     best_test = max(candidates, key=lambda c: objective(rows[c]))
+    first_best = None  # where the proxy grew: what its first draws alone would have chosen (mean of their objectives)
+    if sel and sel.get("proxy_draws", 0) > sel.get("proxy_draws_first", 0) > 0:
+        k, ranked = sel["proxy_draws_first"], [c for c in sel["draw_objectives"] if c not in sel.get("unranked", [])]
+        first_best = max(ranked, key=lambda c: sum(sel["draw_objectives"][c][:k]))
     for c in candidates:
         m = rows[c]
         mark = ((" <- chosen" if sel and c == sel["best"] else "")  # --auto's choice: the fallback where it fell back
                 + (" <- proxy's best" if sel and sel.get("fallback") and c == sel.get("proxy_best") else "")
+                + (" <- first draws' best" if c == first_best else "")
                 + (" <- test's best" if c == best_test else ""))
         pr = f"{proxy[c]:.3f}" if c in proxy else "-"
         print(f"| {(c or '(as saved)') + mark} | {100 * m.image_auroc:.1f} | {100 * m.pixel_auroc:.1f} | "

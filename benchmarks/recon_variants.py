@@ -29,10 +29,11 @@ import torch.nn.functional as F
 
 from _testset import load_test
 from ddad.detector import Detector
+from ddad.methods.ddad import DDAD
 from ddad.metrics import MapAccumulator
 from ddad.scoring import feature_distance, pixel_distance, smooth
 from ddad.scoring.patch_match import memory_bank, memory_distance, patch_nn_distance
-from ddad.selection import AUTO_PROXY, held_out_split, proxy_set, proxy_sources, proxy_spec
+from ddad.selection import held_out_split, proxy_set, proxy_sources, proxy_spec
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     layers = tuple(int(v) for v in a.layers.split(",")) if a.layers else cfg.features.layers
     x_test, labels, m_test = load_test(cfg)
     cal, nom, _ = held_out_split(cfg)  # as ddad select
-    proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(AUTO_PROXY))
+    proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(DDAD.auto_proxy[1]))
     sets = {"cal": (cal, None, None), "test": (x_test, labels, m_test),
             "proxy": (proxy.images, proxy.labels.numpy(), proxy.masks[:, 0] > 0.5)}
 

@@ -136,13 +136,14 @@ def _require_auto_grids(methods) -> None:
 
 def _auto_select(model: str, method_cls, device: str, seed: int, extra: list[str] = (), proxy_source: str | None = None,
                  data: str | None = None, apply: bool = True, strengths: tuple[float, ...] | None = None,
-                 draws: int | None = None, max_draws: int | None = None, fallback: bool = True):
+                 draws: int | None = None, max_draws: int | None = None, fallback: bool = True,
+                 proxy_shape: str | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
     from .selection import STRENGTHS, auto_select
 
     sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
                       strengths=tuple(strengths or STRENGTHS),
-                      draws=draws, max_draws=max_draws, fallback=fallback)
+                      draws=draws, max_draws=max_draws, fallback=fallback, proxy_shape=proxy_shape)
     _print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -155,7 +156,7 @@ def _print_selection(sel) -> None:
     faint = "" if sel.strength == 1 else (f" at {sel.strength:g} of full contrast (the model as saved found every "
                                           f"defect at {', '.join(f'{k:g}' for k, v in sel.probes.items() if v >= SATURATED)})")
     grew = f", grown from {sel.first_draws}: the ranking on those was uncertain" if sel.grew else ""
-    per = f"per defect source ({', '.join(sel.sources)})" + (f" and draw ({sel.draws} draws{grew})" if sel.draws > 1
+    per = f"per defect source ({', '.join(sel.sources)}; {sel.shape} shapes)" + (f" and draw ({sel.draws} draws{grew})" if sel.draws > 1
                                                              else "")
     print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, {per}, the same with synthetic defects{faint}; "
           f"calibrated on {sel.n_calibration}"
@@ -235,7 +236,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
         _auto_select(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
                      args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_max_draws,
-                     not args.no_fallback)
+                     not args.no_fallback, args.proxy_shape)
         return 0
     if args.no_fallback:
         raise ValueError("--no-fallback belongs to --auto (a --grid/--try selection has no fallback): add --auto, or "
@@ -244,7 +245,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
                           strengths=tuple(args.proxy_strength or STRENGTHS),
-                          draws=args.proxy_draws, max_draws=args.proxy_max_draws)
+                          draws=args.proxy_draws, max_draws=args.proxy_max_draws, proxy_shape=args.proxy_shape)
     _print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)
@@ -338,6 +339,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name:6s} {cls.summary}")
         grid = " x ".join(f"{k} {{{', '.join(map(str, v))}}}" for k, v in cls.auto_grid.items())
         print(f"         --auto tries: {grid or 'nothing (no default grid; ddad select --grid ...)'}")
+        shape, sources = cls.auto_proxy
+        print(f"         on proxy defects: {shape} shapes filled from {sources.replace(',', ' and ')}")
     print("\nUNet presets:")
     for name, p in PRESETS.items():
         n = count_parameters(build_unet(name, p.image_size, p.in_channels)) / 1e6
@@ -512,10 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="dataset folder of the nominal images (default: the model's data.root)")
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects")
     s.add_argument("--proxy-source", help="content of the synthetic defects: grid (the image's own shuffled cells), "
-                                          "texture (generated; use it for stochastic textures, whose shuffled cells "
-                                          "look nominal) or a folder of texture images; several comma-separated "
-                                          "give one defective copy each per draw (default: the config's, grid; with --auto: "
-                                          "grid,texture)")
+                                          "patch (the image displaced, colour-jittered), texture (generated; use it "
+                                          "for stochastic textures, whose shuffled cells look nominal) or a folder of "
+                                          "texture images; several comma-separated give one defective copy each per "
+                                          "draw (default: the config's, grid; with --auto: the method's, "
+                                          "Detector.auto_proxy)")
+    s.add_argument("--proxy-shape", choices=("perlin", "cutpaste"),
+                   help="shape of the synthetic defects: perlin (DRAEM's blobs) or cutpaste (rectangles and scars) "
+                        "(default: the config's, perlin; with --auto: the method's)")
     s.add_argument("--proxy-strength", nargs="+", type=float, metavar="S",
                    help="the synthetic defects' contrast, 1 = full (DRAEM's blend); several values are tried in turn "
                         "while the model as saved finds every defect (proxy image AUROC ~1), and the candidates are "
@@ -531,8 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "of an uncertain choice grows accordingly (default: 3 K; K: never)")
     s.add_argument("--auto", action="store_true",
                    help="the label-free recipe: the method's default grid (Detector.auto_grid; --grid/--try add to it) "
-                        "on a proxy with defects filled from the image's own cells AND a generated texture "
-                        "(--proxy-source grid,texture unless given)")
+                        "on the method's proxy (Detector.auto_proxy; by default defects filled from the image's own "
+                        "cells AND a generated texture)")
     s.add_argument("--no-fallback", action="store_true",
                    help="with --auto: keep the proxy's best even where it cannot rank the candidates (no candidate "
                         "finds the synthetic defects, or one source's; by default the method's fallback is chosen "

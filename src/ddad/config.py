@@ -192,8 +192,10 @@ class AnomalyConfig:
     min_scale: int = 0  # Perlin lattice 2**k cells per side, k in [min_scale, max_scale) (DRAEM: 0..6 at 256 px)
     max_scale: int = 6
     foreground: str = "none"  # none | otsu (objects on a plain background: defects on the object only)
-    source: str = "grid"  # grid (the image's own shuffled cells) | texture (generated) | a local texture folder
+    source: str = "grid"  # grid (the image's own shuffled cells) | patch (the image displaced, colour-jittered) |
+    # texture (generated) | a local texture folder
     grid: int = 8  # cells per side for source = grid
+    shape: str = "perlin"  # perlin (DRAEM, GLAD) | cutpaste (CutPaste's rectangles and scars)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ The choice and its findings are returned (Selection.warning()); the caller shows
 benchmark in its log).
 
 `--auto` (the label-free recipe, `ddad train --auto`): the candidates are the method's own `auto_grid` and the
-defects come from both the image's shuffled cells and a generated texture (AUTO_PROXY), one copy each per draw, so
-the same procedure serves objects and stochastic textures. A best objective near chance is warned about (`near_chance`),
+defects are the method's `auto_proxy`: by default filled from both the image's shuffled cells and a generated texture,
+one copy each per draw, so the same procedure serves objects and stochastic textures; GLAD, trained to repaint such
+defects, is ranked on CutPaste-shaped ones. A best objective near chance is warned about (`near_chance`),
 and there the proxy's ranking is not used: no candidate finds its defects, so the order among them is noise (on the
 grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.4 pixel AUROC to PatchCore). Nor is it
 used where one source is blind: the ranking then rests on the other source's defects alone (on the grain2 stand-in
@@ -50,11 +51,10 @@ stand-ins (BENCHMARKS.md, "When the proxy cannot rank"), and checked on stand-in
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
-STRENGTHS, 1 -> 0.5 -> 0.25), until they are not all found; every candidate is then scored on that proxy. Before
-this, bottle's proxy was aced by every candidate and the choice rested on localising pasted patches alone, which
-favoured a pixel-led map the test set did not (BENCHMARKS.md, "Beyond bottle"); bottle's model as saved still
-aces the proxy at 0.25, and the choice there is unchanged. A proxy that is not aced at strength 1 (the texture,
-surface and grain stand-ins) is used as it is.
+STRENGTHS, 1 -> 0.5 -> 0.25), until they are not all found; every candidate is then scored on that proxy. At full
+contrast bottle's proxy is aced by every candidate, and a choice there rests on localising pasted patches alone,
+which favoured a pixel-led map the test set did not (BENCHMARKS.md, "Beyond bottle"). A proxy that is not aced at
+strength 1 (the texture, surface and grain stand-ins) is used as it is.
 
 The objective is the mean of the proxy image AUROC, pixel AUROC and PRO. Synthetic defects are not real ones: the
 proxy ranks settings, its numbers are not a prediction of the test metrics.
@@ -69,21 +69,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .config import DDADConfig, apply_overrides
 from .data import ImageSet
 from .data.anomalies import AnomalySpec, synthesize_batch
 from .metrics import MapAccumulator, Metrics, format_table
 
-__all__ = ["ProxySet", "proxy_set", "candidate_groups", "proxy_sources", "auto_candidates", "auto_select", "AUTO_PROXY", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
+__all__ = ["ProxySet", "proxy_set", "candidate_groups", "proxy_sources", "auto_candidates", "auto_select", "CHANCE_MARGIN", "STRENGTHS", "SATURATED", "candidates_from_grid", "split_candidate", "held_out_split", "Selection", "select_settings", "MIN_SPLIT", "recombined_metrics",
            "PROXY_DRAWS", "MORE_DRAWS"]
 
 log = logging.getLogger(__name__)
 MIN_SPLIT = 8  # held-out images per half below which calibration and proxy share the images
-# `--auto`: defects filled from the image's own shuffled cells (objects, regular patterns) AND from a generated texture
-# (stochastic textures, whose shuffled cells look nominal): one defective copy of each held-out image per source, so
-# one choice serves both kinds of category without knowing which one it has
-AUTO_PROXY = "grid,texture"
+MAX_HALF = 16  # held-out images per half at most (calibration, proxy): a proxy of 16 nominal images and
+# 16 * draws * sources defective ones costs the same on a category of 200 or of 2000 training images
 CHANCE_MARGIN = 0.1  # a best objective below 0.5 + this: no candidate finds the synthetic defects (warned)
 STRENGTHS = (1.0, 0.5, 0.25)  # proxy defect contrast, tried in turn while the model as saved finds every defect
 PROXY_DRAWS = 3  # draws of synthetic defects by default (--proxy-draws): the ranking pooled, its stability shown
@@ -235,6 +234,7 @@ class Selection:
     proxy_best: str | None = None  # the candidate with the highest objective, where `best` is the fallback instead
     # (None: best is the proxy's best)
     unranked: tuple[str, ...] = ()  # candidates scored and shown but left out of the ranking (a fallback not in the grid)
+    shape: str = "perlin"  # the synthetic defects' shape (AnomalySpec.shape)
 
     @property
     def ranked(self) -> list[str]:
@@ -364,10 +364,14 @@ class Selection:
 
 def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(calibration images, proxy nominal images, shared) from the config's held-out nominal images: alternate
-    images, or all of them for both when there are fewer than 2 * MIN_SPLIT (shared)."""
+    images, or all of them for both when there are fewer than 2 * MIN_SPLIT (shared); at most MAX_HALF each, so that
+    the selection's cost does not grow with the dataset."""
     from .pipeline import nominal_split
 
     held = nominal_split(cfg)[1]
+    n = len(held)
+    if n > 2 * MAX_HALF:  # evenly spread over the (sorted) held-out images
+        held = held[torch.linspace(0, n - 1, 2 * MAX_HALF).round().long()]
     held = held.stack() if isinstance(held, ImageSet) else held  # the held-out images are few: used whole
     if held.shape[0] < 2 * MIN_SPLIT:
         return held, held, True
@@ -390,7 +394,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                     device: str = "cpu", progress: bool = True, proxy_source: str | None = None,
                     strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
                     max_draws: int | None = None, fallback: str | None = None,
-                    unranked: tuple[str, ...] = ()) -> Selection:
+                    unranked: tuple[str, ...] = (), proxy_shape: str | None = None) -> Selection:
     """Score every candidate on the proxy set of the model's held-out nominal images (see the module doc).
     draws: independent draws of synthetic defects (None: PROXY_DRAWS; one defective copy of each image per source
     and draw); the
@@ -401,8 +405,9 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     strengths: the proxy defects' contrasts, tried in turn while the first candidate finds them all (one value: no
     adaptation).
     proxy_source: where the synthetic defects' content comes from (AnomalySpec.source: grid, texture or a folder),
-    several comma-separated for one defective copy each (AUTO_PROXY); None = the config's. On a stochastic texture the
-    image's own shuffled cells (grid) look nominal: use texture.
+    several comma-separated for one defective copy each (Detector.auto_proxy); None = the config's. On a stochastic
+    texture the image's own shuffled cells (grid) look nominal: use texture.
+    proxy_shape: the synthetic defects' shape (AnomalySpec.shape: perlin or cutpaste); None = the config's.
     fallback: a candidate (one of `candidates`) chosen instead of the proxy's best when the proxy cannot rank them
     (Selection.cannot_rank: no candidate's objective above chance, or a defect source no candidate finds; such a
     proxy is not grown on its first draws: more draws of defects it cannot see would not rank better); None: the
@@ -420,7 +425,7 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
     if shared:
         log.warning("only %d held-out nominal images: calibration and proxy share them (raise data.val_fraction "
                     "for a cleaner split)", cal.shape[0])
-    spec = proxy_spec(cfg0)
+    spec = proxy_spec(cfg0) if proxy_shape is None else replace(proxy_spec(cfg0), shape=proxy_shape)
     sources = proxy_sources(proxy_source) if proxy_source else (spec.source,)
     draws = PROXY_DRAWS if draws is None else draws
     max_draws = MORE_DRAWS * draws if max_draws is None else max_draws
@@ -448,21 +453,31 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
         sel = Selection({c: rows[c] for c in candidates}, best, cal.shape[0], nominal.shape[0], shared, sources,
                         list(probes)[-1], probes, {c: per_draw[c] for c in candidates} if n_draws > 1 else {},
                         {c: per_source[c] for c in candidates} if len(sources) > 1 else {}, draws,
-                        unranked=tuple(c for c in unranked if c in rows))
+                        unranked=tuple(c for c in unranked if c in rows), shape=spec.shape)
         if fallback is not None and fallback != best and sel.cannot_rank:
             sel = replace(sel, best=fallback, proxy_best=best)
         return sel
 
+    # the bar counts images through the method's terms: each group's calibration and proxy, more where fainter
+    # defects are probed or the proxy grows (the total rises then)
+    n_proxy_images = nominal.shape[0] * (1 + draws * len(sources))
+    bar = tqdm(total=len(groups) * (cal.shape[0] + n_proxy_images), desc="select", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    note = bar.write if progress else log.info  # above the bar, or to the log without one
     for stage in (draws, max_draws) if max_draws > draws else (draws,):
         if proxy is not None:  # the second stage: only when the first choice is uncertain
             first = selection()
             if not first.uncertain:  # certain, or unable to rank with a fallback (which is never uncertain)
+                bar.close()
                 return first
-            log.info("the choice on %d draws is uncertain (%s won %d): ranking again on %d draws", draws,
-                     first.best or "(as saved)", first.wins[first.best], stage)
+            note(f"the choice on {draws} draws is uncertain ({first.best or '(as saved)'} won "
+                      f"{first.wins[first.best]}): ranking again on {stage} draws")
             proxy, rows = proxy_set(nominal, replace(spec, strength=first.strength), seed, sources, stage), {}
+            bar.total += len(groups) * (cal.shape[0] + nominal.shape[0] * (stage - draws) * len(sources))
+            bar.refresh()
         for sig, members in groups.items():  # one detector and its terms per group, every member recombined from it
             with trial_copy(model_dir, cfgs[members[0]], device, calibration=cal) as det:
+                bar.update(cal.shape[0])  # the copy's calibration (its terms are kept in calibration_terms)
                 cal_maps = det.calibration_terms  # measured by the copy's calibration on `cal`
 
                 def score(c: str, maps: dict[str, torch.Tensor]) -> Metrics:
@@ -472,23 +487,26 @@ def select_settings(model_dir: str | Path, candidates: list[str], data_root: str
                 if proxy is None:  # the first candidate probes the proxy: fainter defects while it finds them all
                     for strength in strengths:
                         proxy = proxy_set(nominal, replace(spec, strength=strength), seed, sources, draws)
-                        terms[sig] = det.terms_maps(proxy.images)
+                        terms[sig] = det.terms_maps(proxy.images, bar.update)
                         rows[candidates[0]] = score(candidates[0], terms[sig])
                         probes[strength] = rows[candidates[0]].image_auroc
                         if not probes[strength] >= SATURATED:
                             break
                         if strength != strengths[-1]:
-                            log.info("proxy image AUROC %.3f at defect strength %g: every defect found; trying "
-                                     "fainter ones", probes[strength], strength)
+                            note(f"proxy image AUROC {probes[strength]:.3f} at defect strength {strength:g}: "
+                                      "every defect found; trying fainter ones")
+                            bar.total += n_proxy_images
+                            bar.refresh()
                 else:  # the images not measured yet (a grown proxy keeps its first draws, in the same order)
                     have = terms.get(sig, {})
-                    new = det.terms_maps(proxy.images[next(iter(have.values())).shape[0] if have else 0:])
+                    new = det.terms_maps(proxy.images[next(iter(have.values())).shape[0] if have else 0:], bar.update)
                     terms[sig] = {k: torch.cat([have[k], v]) if have else v for k, v in new.items()}
                 for c in members:
                     if c not in rows:
                         rows[c] = score(c, terms[sig])
                     if progress:
-                        print(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1], flush=True)
+                        bar.write(format_table({c or "(as saved)": rows[c]}, ("objective",)).splitlines()[-1])
+    bar.close()
     return selection()
 
 
@@ -505,7 +523,8 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
     (model_dir / "selection.json").write_text(json.dumps({
         "best": sel.best, "objective": "mean of proxy image AUROC, pixel AUROC, PRO",
         "n_calibration": sel.n_calibration, "n_proxy_nominal": sel.n_proxy, "shared_images": sel.shared,
-        "near_chance": sel.near_chance, "saturated": sel.saturated, "proxy_sources": list(sel.sources),
+        "near_chance": sel.near_chance, "saturated": sel.saturated, "proxy_shape": sel.shape,
+        "proxy_sources": list(sel.sources),
         "proxy_strength": sel.strength, "strength_probes": {str(k): v for k, v in sel.probes.items()},
         "proxy_draws": sel.draws, "proxy_draws_first": sel.first_draws or sel.draws, "uncertain": sel.uncertain, "draws_won": sel.wins,
         "draw_objectives": {c: list(v) for c, v in sel.draw_objectives.items()},
@@ -518,9 +537,9 @@ def apply_selection(model_dir: str | Path, sel: Selection, device: str = "cpu") 
 def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = "cpu", extra: list[str] = (),
                 proxy_source: str | None = None, data_root: str | None = None, apply: bool = True,
                 progress: bool = True, strengths: tuple[float, ...] = STRENGTHS, draws: int | None = None,
-                max_draws: int | None = None, fallback: bool = True) -> Selection:
+                max_draws: int | None = None, fallback: bool = True, proxy_shape: str | None = None) -> Selection:
     """The label-free recipe (`--auto`): the method's auto grid (plus `extra` candidates, and its fallback) on the
-    AUTO_PROXY proxy set (or `proxy_source`); where the proxy cannot rank them, the method's fallback
+    method's proxy (Detector.auto_proxy: shape and sources; `proxy_shape`, `proxy_source` replace them); where the proxy cannot rank them, the method's fallback
     (Detector.auto_fallback) unless `fallback` is False; the choice saved into the model when `apply`."""
     candidates = auto_candidates(method_cls)
     candidates += [c for c in extra if c not in candidates]
@@ -529,8 +548,9 @@ def auto_select(model_dir: str | Path, method_cls, seed: int = 0, device: str = 
     if fallback_candidate is not None and fallback_candidate not in candidates:  # shown, not ranked with the grid
         candidates.append(fallback_candidate)
         unranked = (fallback_candidate,)
-    sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or AUTO_PROXY,
-                          strengths, draws, max_draws, fallback_candidate, unranked)
+    auto_shape, auto_sources = method_cls.auto_proxy
+    sel = select_settings(model_dir, candidates, data_root, seed, device, progress, proxy_source or auto_sources,
+                          strengths, draws, max_draws, fallback_candidate, unranked, proxy_shape=proxy_shape or auto_shape)
     if apply:
         apply_selection(model_dir, sel, device)
     return sel

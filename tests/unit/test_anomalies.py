@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddad.data.anomalies import (AnomalySpec, otsu_foreground, perlin_mask, perlin_noise, shuffled_grid, synthesize,
-                                 synthesize_batch)
+from ddad.data.anomalies import (AnomalySpec, cutpaste_mask, displaced_patch, otsu_foreground, perlin_mask,
+                                 perlin_noise, shuffled_grid, synthesize, synthesize_batch)
 from ddad.data.synthetic import nominal_image
 
 
@@ -22,7 +22,8 @@ def test_perlin_noise_is_bounded_seeded_and_smooth():
     assert np.abs(np.diff(a, axis=1)).max() < 0.5  # gradient noise, not white noise
 
 
-@pytest.mark.parametrize("spec", [AnomalySpec(), AnomalySpec(source="texture"), AnomalySpec(foreground="otsu")])
+@pytest.mark.parametrize("spec", [AnomalySpec(), AnomalySpec(source="texture"), AnomalySpec(foreground="otsu"),
+                                  AnomalySpec(shape="cutpaste", source="patch")])
 def test_masks_are_binary_non_empty_at_the_configured_rate(spec):
     x = _object()
     n, anomalous = 200, 0
@@ -97,6 +98,38 @@ def test_bad_specs_fail_clearly():
         AnomalySpec(source="/no/such/texture/folder")
     with pytest.raises(ValueError, match="foreground"):
         AnomalySpec(foreground="magic")
+    with pytest.raises(ValueError, match="shape must be perlin or cutpaste"):
+        AnomalySpec(shape="blob")
+
+
+def test_cutpaste_masks_are_rectangles_or_thin_scars_inside_the_allowed_region():
+    h, w = 96, 64
+    areas, scars = [], 0
+    for i in range(60):
+        m = cutpaste_mask(h, w, np.random.default_rng([2, i]))
+        assert m.any()
+        ys, xs = np.nonzero(m)
+        box = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+        if m.sum() == box:  # an axis-aligned rectangle (cut at the border where it reaches it)
+            areas.append(m.sum() / (h * w))
+        else:  # a rotated scar: thin, at most 25 px long at 256 px (a few pixels on this 64-px side)
+            scars += 1
+            assert m.sum() <= 25 * 16 * (64 / 256) ** 2 + 2 * (np.ptp(ys) + np.ptp(xs) + 2)
+    assert scars > 10 and len(areas) > 10 and max(areas) <= 0.15 + 1e-9
+    allowed = np.zeros((h, w), bool)
+    allowed[10:30, 5:20] = True
+    for i in range(20):
+        m = cutpaste_mask(h, w, np.random.default_rng([3, i]), allowed)
+        assert m.any() and not (m & ~allowed).any()
+
+
+def test_displaced_patch_is_the_image_elsewhere_with_a_small_colour_change():
+    x = _object().permute(1, 2, 0).numpy().astype(np.float64)
+    p = displaced_patch(x, np.random.default_rng(0))
+    assert p.shape == x.shape and p.min() >= 0 and p.max() <= 1
+    # some shift of the image explains the patch to within the jitter, and it is not the image in place
+    best = min(np.abs(np.roll(x, (dy, dx), axis=(0, 1)) - p).mean() for dy in range(64) for dx in range(64))
+    assert best < 0.12 and np.abs(p - x).mean() > best
 
 
 def test_anomaly_sheet_shows_each_sample_with_its_mask_and_outline():
@@ -114,7 +147,7 @@ def test_anomaly_sheet_shows_each_sample_with_its_mask_and_outline():
         assert red.any() and not (red & ~shown_mask).any()  # the outline lies on the mask
 
 
-@pytest.mark.parametrize("source", ["grid", "texture"])
+@pytest.mark.parametrize("source", ["grid", "texture", "patch"])
 def test_a_grey_image_gets_a_grey_defect(source):
     x = _object(3).mean(dim=0, keepdim=True).repeat(3, 1, 1)
     s = synthesize(x, np.random.default_rng(0), AnomalySpec(source=source), force=True)

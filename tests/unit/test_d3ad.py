@@ -163,3 +163,15 @@ def test_knn_bank_keeps_its_extractor_when_feature_settings_change(det, images, 
     again = Detector.load(tmp_path / "m")
     assert again.extractor.input_size == 64 and again.start_extractor.input_size is None
     torch.testing.assert_close(again.levels(images), det.levels(images), rtol=0, atol=0)
+
+
+def test_a_new_t_max_on_a_trained_model_takes_effect(det, images):
+    """sampling.start_level (T'_max) is an inference setting: a model loaded with another one bins as before and
+    starts each image at its bin's fraction of the new T'_max."""
+    from dataclasses import replace
+
+    d = copy.copy(det)
+    d.cfg = apply_overrides(det.cfg, ["sampling.start_level=160"])
+    v = det.start_vectors(images)
+    assert torch.equal(d.levels(images), replace(det.policy, t_max=160).levels(v))
+    assert (d.levels(images) > det.levels(images)).all() and d.levels(images).max() <= 160

@@ -146,3 +146,17 @@ def test_gradient_reconstruction_works_under_inference_mode(det, images):
     with torch.inference_mode():
         rec = det.reconstruct(images[:2])
     assert rec.shape == (2, 3, 32, 32) and rec.min() >= 0 and rec.max() <= 1
+
+
+def test_the_maps_skip_gradient_denoising_unless_the_map_reads_it(det, images, monkeypatch):
+    """Selection and calibration need the maps alone: the gradient-denoised picture (gd_steps backbone passes with
+    gradients) is made only where gd_score_weight puts it in the map."""
+    want = det.terms(images[:2]).maps
+    d = copy.copy(det)
+    monkeypatch.setattr(d, "gradient_reconstruction", lambda y: pytest.fail("gradient denoising for a map without it"))
+    got = d.terms_maps(images[:2])
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    calls = []
+    d.cfg = apply_overrides(det.cfg, ["ran.gd_score_weight=0.5"])
+    monkeypatch.setattr(d, "gradient_reconstruction", lambda y: calls.append(len(y)) or det.gradient_reconstruction(y))
+    assert "gradient" in d.terms_maps(images[:2]) and calls == [2]

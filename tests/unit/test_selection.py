@@ -320,9 +320,9 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
     assert opened == []
     measured, real_terms = [], Detector.terms_maps
 
-    def counting_terms(self, images):
+    def counting_terms(self, images, on_batch=None):
         measured.append(images.shape[0])
-        return real_terms(self, images)
+        return real_terms(self, images, on_batch)
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     sel = select_settings(model, cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
@@ -332,11 +332,23 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
     monkeypatch.setattr(Detector, "terms_maps", real_terms)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
     monkeypatch.setattr(pipeline, "trial_copy", real_copy)
+    assert_scored_as_if_each_ran_alone(model, cands, sel)
+
+
+def assert_scored_as_if_each_ran_alone(model, cands, sel):
+    """Every candidate's row of `sel` equals the metrics of a copy of the model of its own, re-calibrated on the
+    calibration half and predicting the proxy set."""
+    from ddad.config import apply_overrides
+    from ddad.detector import Detector
+    from ddad.metrics import MapAccumulator
+    from ddad.pipeline import trial_copy
+    from ddad.selection import held_out_split
+
     cfg0 = Detector.load(model).cfg
     cal, nominal, _ = held_out_split(cfg0)
     proxy = proxy_set(nominal, replace(proxy_spec(cfg0), strength=sel.strength), 0, draws=sel.draws)
     for c in cands:  # the reference: a copy of the model per candidate, re-calibrated, predicting the proxy
-        with real_copy(model, apply_overrides(cfg0, split_candidate(c)), calibration=cal) as det:
+        with trial_copy(model, apply_overrides(cfg0, split_candidate(c)), calibration=cal) as det:
             pred = det.predict(proxy.images)
         acc = MapAccumulator()
         acc.add(pred.scores.numpy(), proxy.labels.numpy(), pred.maps.float().numpy(), proxy.masks[:, 0].numpy() > 0)
@@ -344,6 +356,117 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
         got = sel.rows[c]
         for k in ("image_auroc", "pixel_auroc", "pro", "image_ap", "pixel_ap"):
             assert getattr(got, k) == pytest.approx(getattr(want, k), abs=1e-6), (c, k)
+
+
+@pytest.mark.parametrize("method", ["d3ad", "ran"])
+def test_a_methods_term_weights_are_recombined_from_one_set_of_terms_exactly_as_if_each_ran_alone(
+        method, tiny_object, tmp_path, monkeypatch):
+    """D3AD's lambda and RAN's alpha (Detector.combine_options) weigh terms computed once; a changed start level or
+    noise scale is a set of terms of its own."""
+    import ddad.pipeline as pipeline
+    from ddad.config import apply_overrides
+    from ddad.data import load_dataset
+    from ddad.detector import Detector
+    from ddad.pipeline import stack_images
+    from test_d3ad import TINY_D3AD
+    from test_ran import TINY_RAN
+
+    from conftest import fitted_detector
+
+    tiny = {"d3ad": TINY_D3AD, "ran": TINY_RAN}[method]
+    cfg = apply_overrides(DDADConfig(), [*tiny, f"data.root={tiny_object}"])
+    det = fitted_detector(cfg, stack_images(load_dataset("mvtec", tiny_object, "train", image_size=32)), tmp_path)
+    det.save(tmp_path / "m")
+    weight, other = {"d3ad": ("d3ad.latent_weight", "sampling.start_level=160"),
+                     "ran": ("ran.alpha", "ran.timesteps=[25,100,200]")}[method]
+    cands = ["", f"{weight}=0.15", f"{weight}=0.5", other, f"{other},{weight}=0.15"]
+    opened, real_copy = [], pipeline.trial_copy
+
+    def counting_copy(model_dir, cfg, *a, **k):
+        opened.append(cfg)
+        return real_copy(model_dir, cfg, *a, **k)
+
+    monkeypatch.setattr(pipeline, "trial_copy", counting_copy)
+    sel = select_settings(tmp_path / "m", cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
+    assert len(opened) == 2  # one set of terms per start level / noise scale
+    monkeypatch.setattr(pipeline, "trial_copy", real_copy)
+    assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the weights do change the maps
+    assert_scored_as_if_each_ran_alone(tmp_path / "m", cands, sel)
+
+
+def test_every_auto_grid_is_made_of_settings_a_trained_model_takes():
+    """A key of an auto grid is a shared inference section or one of the method's inference options, and a weight
+    recombined from shared terms is one of those options."""
+    from ddad.config import METHOD_SECTIONS
+    from ddad.methods import METHODS
+    from ddad.pipeline import REDONE_SECTIONS
+
+    for name, cls in METHODS.items():
+        assert cls.auto_grid, f"{name} has no label-free recipe"
+        assert set(cls.combine_options) <= set(cls.inference_options)
+        for key in cls.auto_grid:
+            section, option = key.split(".", 1)
+            assert section in REDONE_SECTIONS or (section == METHOD_SECTIONS[name]
+                                                  and option in cls.inference_options), (name, key)
+
+
+def test_glad_is_ranked_on_defects_unlike_the_ones_its_training_pastes():
+    """GLAD's ATP repaints Perlin-shaped defects filled from glad.anomalies.source; its --auto proxy uses another
+    shape and contents other than that source, and the other methods keep the Perlin proxy from both sources."""
+    from ddad.config import AnomalyConfig
+    from ddad.methods import METHODS
+
+    shape, sources = METHODS["glad"].auto_proxy
+    atp = AnomalyConfig()
+    assert shape != atp.shape and atp.source not in proxy_sources(sources)
+    assert all(METHODS[m].auto_proxy == ("perlin", "grid,texture") for m in ("ddad", "d3ad", "ran"))
+
+
+def test_the_held_out_halves_are_capped_so_the_selection_cost_does_not_grow_with_the_dataset(tmp_path, monkeypatch):
+    import ddad.selection as selection
+    from ddad.config import apply_overrides
+    from ddad.data.synthetic import SyntheticSpec, make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path, SyntheticSpec(category="object", size=16, n_train=40, n_test_good=1,
+                                                          n_test_per_defect=1, seed=2))
+    cfg = apply_overrides(DDADConfig(), [f"data.root={root}", "data.image_size=16", "data.val_fraction=0.5"])
+    cal, nominal, shared = selection.held_out_split(cfg)  # 20 held out: two halves of 10
+    assert cal.shape[0] == nominal.shape[0] == 10 and not shared
+    monkeypatch.setattr(selection, "MAX_HALF", 8)
+    cal8, nominal8, shared8 = selection.held_out_split(cfg)
+    assert cal8.shape[0] == nominal8.shape[0] == 8 and not shared8
+    held = torch.cat([cal, nominal])  # every capped image is a held-out one, none in both halves
+    for x in torch.cat([cal8, nominal8]):
+        assert (held - x).abs().flatten(1).amax(1).min() == 0
+    assert (cal8[:, None] - nominal8[None]).abs().flatten(2).amax(2).min() > 0
+
+
+def test_the_progress_bar_counts_every_image_the_terms_see(tiny_model, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import ddad.selection as selection
+    from ddad.detector import Detector
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    bars, seen, real_terms = [], [], Detector.terms_maps
+
+    class Bar(selection.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    def counting_terms(self, images, on_batch=None):
+        seen.append(images.shape[0])
+        return real_terms(self, images, on_batch)
+
+    monkeypatch.setattr(selection, "tqdm", Bar)
+    monkeypatch.setattr(Detector, "terms_maps", counting_terms)
+    monkeypatch.setattr(Selection, "uncertain", property(lambda self: self.draws < 4))  # grows 2 -> 4 draws
+    sel = select_settings(model, ["", "scoring.v=4", "scoring.memory=1"], progress=True, draws=2, max_draws=4)
+    assert sel.grew and len(bars) == 1
+    assert bars[0].n == bars[0].total == sum(seen)  # the total, raised by probes and growth, is what was done
+    assert "select" in capsys.readouterr().err
 
 
 def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp_path, capsys, monkeypatch):
@@ -456,9 +579,9 @@ def test_an_uncertain_choice_grows_the_proxy_measuring_only_the_new_draws(tiny_m
     monkeypatch.setattr(Selection, "uncertain", property(lambda self: self.draws < 4))
     measured, real_terms = [], Detector.terms_maps
 
-    def counting_terms(self, images):
+    def counting_terms(self, images, on_batch=None):
         measured.append(images.shape[0])
-        return real_terms(self, images)
+        return real_terms(self, images, on_batch)
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     grown = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4)

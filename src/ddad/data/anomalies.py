@@ -4,10 +4,12 @@ What GLAD's anomaly-oriented training needs (a defect-free target for an image w
 label-free model selection can use as a proxy validation set (nominal held-out images with pasted defects, whose
 masks are known):
 
-    mask   = Perlin noise (random frequency) > threshold, restricted to the object's foreground if asked (Otsu on
-             the grey image, or a given mask); never empty for an anomalous sample
-    source = the image's own grid cells shuffled (default), a generated colour texture, or an image from a local
-             texture folder (e.g. DTD, which cannot be downloaded here)
+    mask   = Perlin noise (random frequency) > threshold (shape "perlin", DRAEM's), or CutPaste's shapes (shape
+             "cutpaste", Li et al. 2021: a rectangle or a thin rotated scar), restricted to the object's foreground if
+             asked (Otsu on the grey image, or a given mask); never empty for an anomalous sample
+    source = the image's own grid cells shuffled (default), the image itself displaced and colour-jittered ("patch",
+             CutPaste's content), a generated colour texture, or an image from a local texture folder (e.g. DTD,
+             which cannot be downloaded here)
     x_anom = (1 - m) x + m ((1 - beta) source + beta x),   beta ~ U(0, beta_max)      (DRAEM Eq. 1; beta_max 0.8)
     x_faint = x + strength (x_anom - x)                    strength in (0, 1], 1 = DRAEM (a fainter proxy defect)
 
@@ -25,8 +27,13 @@ import torch
 from ..imagefiles import IMAGE_EXTENSIONS
 from .synthetic import to_gray
 
-__all__ = ["AnomalySpec", "SyntheticAnomaly", "perlin_noise", "perlin_mask", "otsu_foreground", "shuffled_grid",
+__all__ = ["AnomalySpec", "SyntheticAnomaly", "perlin_noise", "perlin_mask", "cutpaste_mask", "displaced_patch",
+           "otsu_foreground", "shuffled_grid",
            "generated_texture", "synthesize", "synthesize_batch"]
+
+
+SOURCES = ("grid", "patch", "texture")  # the built-in defect contents (besides a folder of texture images)
+SHAPES = ("perlin", "cutpaste")
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,10 @@ class AnomalySpec:
     min_scale: int = 0  # Perlin lattice 2**k cells per side, k drawn in [min_scale, max_scale) (DRAEM: 0..6 at 256)
     max_scale: int = 6
     foreground: str = "none"  # none | otsu (objects on a plain background: defects only on the object)
-    source: str = "grid"  # grid (the image's own shuffled cells) | texture (generated) | a folder of texture images
+    source: str = "grid"  # grid (the image's own shuffled cells) | patch (the image displaced, colour-jittered) |
+    # texture (generated) | a folder of texture images
     grid: int = 8  # cells per side for source=grid
+    shape: str = "perlin"  # perlin (DRAEM: thresholded Perlin noise) | cutpaste (CutPaste: rectangles and scars)
     # the defect's contrast against the image, scaled after the blend (1 = DRAEM): `ddad select` lowers it when every
     # pasted defect is found, so that image detection still ranks the candidates (selection.STRENGTHS)
     strength: float = 1.0
@@ -54,9 +63,11 @@ class AnomalySpec:
             raise ValueError(f"need 0 <= min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
         if self.foreground not in ("none", "otsu"):
             raise ValueError(f"foreground must be none or otsu, got {self.foreground!r}")
-        if self.source not in ("grid", "texture") and not Path(self.source).is_dir():
-            raise ValueError(f"source must be grid, texture or an existing folder of texture images, got "
+        if self.source not in SOURCES and not Path(self.source).is_dir():
+            raise ValueError(f"source must be {', '.join(SOURCES)} or an existing folder of texture images, got "
                              f"{self.source!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be {' or '.join(SHAPES)}, got {self.shape!r}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,46 @@ def perlin_mask(h: int, w: int, rng: np.random.Generator, spec: AnomalySpec = An
     i = int(rng.integers(len(ys)))
     m[max(0, ys[i] - 1): ys[i] + 2, max(0, xs[i] - 1): xs[i] + 2] = True
     return m if allowed is None or not allowed.any() else m & allowed
+
+
+def cutpaste_mask(h: int, w: int, rng: np.random.Generator, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(h, w) bool defect mask of CutPaste's shapes (Li et al. 2021), scaled from its 256-px settings to the image's
+    shorter side: half the time an axis-aligned rectangle of 2-15 % of the image's area and aspect 0.3-3.3, else a
+    scar, 2-16 px wide and 10-25 px long at 256 px, rotated by -45..45 degrees. Its centre is an `allowed` pixel; the
+    mask is cut to `allowed` and never empty."""
+    side = min(h, w)
+    if rng.random() < 0.5:
+        area = rng.uniform(0.02, 0.15) * h * w
+        aspect = float(np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3))))
+        half_h, half_w = min(h, np.sqrt(area / aspect)) / 2, min(w, np.sqrt(area * aspect)) / 2
+        angle = 0.0
+    else:
+        half_w = rng.uniform(2, 16) * side / 256 / 2
+        half_h = rng.uniform(10, 25) * side / 256 / 2
+        angle = np.deg2rad(rng.uniform(-45, 45))
+    half_h, half_w = max(half_h, 0.75), max(half_w, 0.75)  # at least one pixel at any size
+    where = allowed if allowed is not None and allowed.any() else np.ones((h, w), bool)
+    ys, xs = np.nonzero(where)
+    i = int(rng.integers(len(ys)))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dy, dx = yy - ys[i], xx - xs[i]
+    along = np.cos(angle) * dy + np.sin(angle) * dx  # the shape's own axes
+    across = -np.sin(angle) * dy + np.cos(angle) * dx
+    m = (np.abs(along) <= half_h) & (np.abs(across) <= half_w) & where
+    m[ys[i], xs[i]] = True
+    return m
+
+
+def displaced_patch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image moved by a random offset (a quarter to three quarters of each side, wrapping round) with CutPaste's
+    colour jitter (brightness and contrast x0.9-1.1 per channel, a shift of -0.1..0.1): what lies under a mask is
+    the part's own texture from elsewhere, a little off in colour."""
+    h, w = image.shape[:2]
+    dy, dx = (int(rng.integers(n // 4, max(n // 4 + 1, 3 * n // 4))) for n in (h, w))
+    moved = np.roll(image, (dy, dx), axis=(0, 1))
+    gain, shift = rng.uniform(0.9, 1.1, 3), rng.uniform(-0.1, 0.1, 3)
+    mean = moved.mean(axis=(0, 1))
+    return np.clip((moved - mean) * gain + mean + shift, 0, 1)
 
 
 def otsu_foreground(image: np.ndarray) -> np.ndarray:
@@ -172,9 +223,11 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
         allowed = foreground.cpu().numpy().astype(bool)
     elif spec.foreground == "otsu":
         allowed = otsu_foreground(x)
-    m = perlin_mask(h, w, rng, spec, allowed)
+    m = perlin_mask(h, w, rng, spec, allowed) if spec.shape == "perlin" else cutpaste_mask(h, w, rng, allowed)
     if spec.source == "grid":
         src = shuffled_grid(x, rng, spec.grid)
+    elif spec.source == "patch":
+        src = displaced_patch(x, rng)
     elif spec.source == "texture":
         src = generated_texture(h, w, rng)
     else:

@@ -9,7 +9,7 @@ detector does not already solve it):
   grain    a fine stochastic texture (leather / sandblasted / sintered look): band-pass noise at three scales,
            a new field every image, so no two nominal images share a pixel pattern
 Nine defect kinds. Clear ones: scratch, spot (contamination), missing (a piece gone), colour (local colour shift),
-crack (thin jagged dark line). Subtle ones (the stand-ins of issue 13): thin (a hairline crack of low contrast),
+crack (thin jagged dark line). Subtle ones (the stand-ins for stochastic textures and small defects): thin (a hairline crack of low contrast),
 faint (a low-contrast blob with soft edges), pit (a dot of a few pixels), fray (the pattern torn and displaced in a
 ragged band at the part's edge: the intensities stay, the structure breaks). Each defect image has a 0/255 mask.
 

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import ModelFileError, load_json, load_tensors, save_json, save_tensors
-from ..config import DDADConfig, from_dict, save_config, to_dict
+from ..config import METHOD_SECTIONS, DDADConfig, from_dict, save_config, to_dict
 from ..data import ImageSet
 from ..diffusion import NoiseSchedule, count_parameters
 from ..diffusion.train import TrainResult
@@ -102,6 +102,9 @@ class Detector:
     # keys of the method's own config section that only change inference (a trained model takes new values and is
     # re-calibrated, e.g. by `ddad benchmark --reuse`); the others fix the training
     inference_options: ClassVar[tuple[str, ...]] = ()
+    # the inference options that only `combine` reads (the weights of the method's terms): `ddad select` scores
+    # candidates differing only in these from one set of terms, as it does for the scoring section
+    combine_options: ClassVar[tuple[str, ...]] = ()
     # `ddad select --auto` / `ddad train --auto`: the inference settings tried on the proxy set, key -> values (their
     # product); empty = the method has no default grid (select with --grid)
     auto_grid: ClassVar[dict[str, tuple]] = {}
@@ -109,6 +112,10 @@ class Detector:
     # proxy objective near chance, or one defect source no candidate finds: selection.Selection.cannot_rank); "" =
     # none (the proxy's best is kept, with a warning)
     auto_fallback: ClassVar[str] = ""
+    # `--auto`'s proxy defects: (mask shape, their contents comma-separated; one defective copy of each held-out image
+    # per content and draw; ddad.data.anomalies). DRAEM's Perlin shapes filled from the image's own shuffled cells
+    # (objects, regular patterns) and from a generated texture (stochastic textures, whose own cells look nominal)
+    auto_proxy: ClassVar[tuple[str, str]] = ("perlin", "grid,texture")
     uses_sampling_steps: ClassVar[bool] = True  # False: sampling.steps plays no part (`ddad benchmark --steps` skips it)
 
     def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):
@@ -162,9 +169,13 @@ class Detector:
         """What `terms` (and fit_references) of this method read from a config, as a string: `ddad select` computes
         the terms of the candidates sharing a signature once and scores each of them by recombining those terms
         (fit_constants, combine, smoothing, image score). Default: everything but the scoring section, which only
-        the recombination reads; a method whose terms read a scoring key adds it."""
+        the recombination reads, and the method's `combine_options`; a method whose terms read a scoring key adds
+        it."""
         d = to_dict(cfg)
         d.pop("scoring")
+        own = METHOD_SECTIONS[cls.name]
+        for key in cls.combine_options:
+            d[own].pop(key)
         return json.dumps(d, sort_keys=True)
 
     def fit_references(self, images: torch.Tensor) -> None:
@@ -247,10 +258,21 @@ class Detector:
         combined = smooth(self.combine(maps, constants), sc.sigma)
         return combined, image_score(combined, sc.image_score, sc.topk)
 
-    def terms_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The terms' maps (name -> (N, 1, H, W), on this detector's device) of images, batch by batch."""
-        parts = [self.terms(y).maps for y in self._batches(images)]
+    def terms_maps(self, images: torch.Tensor, on_batch: Callable[[int], None] | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """The terms' maps (name -> (N, 1, H, W), on this detector's device) of images, batch by batch; on_batch(n)
+        is called after each batch of n images (a progress bar)."""
+        parts = []
+        for y in self._batches(images):
+            parts.append(self.maps_of(y))
+            if on_batch is not None:
+                on_batch(y.shape[0])
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def maps_of(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms' maps of a batch, without what only a picture needs (a method whose reconstruction for display
+        costs more than its maps computes the maps alone)."""
+        return self.terms(y).maps
 
     def calibrate(self, images: torch.Tensor) -> Calibration:
         """Measure the map constants and thresholds on nominal images (N, 3, H, W) in [0, 1], none of them from

@@ -15,6 +15,7 @@ of the paper's pretrained Stable Diffusion VAE (a local diffusers VAE folder can
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,6 +39,13 @@ class D3AD(Detector):
     name = "d3ad"
     summary = ("D3AD: latent diffusion, per-image start level from kNN-distance bins, noiseless scaling, "
                "0.85 latent L1 + 0.15 feature cosine map")
+    inference_options = ("latent_weight",)
+    combine_options = ("latent_weight",)  # lambda weighs the two terms in `combine` alone
+    # `--auto`: T'_max, SPEC's 80 latent steps and a deeper start (as DDAD's grid doubles T'), each image's own T'
+    # still a bin's fraction of it; lambda, the paper's 0.85 (latent-led), an even map and a feature-led one (the
+    # paper fixed lambda for every category; a category whose defects change texture more than intensity needs the
+    # feature term). No value re-adapts, so the grid costs two reconstructions of the proxy set
+    auto_grid = {"sampling.start_level": (80, 160), "d3ad.latent_weight": (0.85, 0.5, 0.15)}
 
     def __init__(self, cfg: DDADConfig, vae: nn.Module, unet: nn.Module, extractor, calibration=None,
                  start_input_size: int | None = None):
@@ -129,7 +137,9 @@ class D3AD(Detector):
             return FixedStart(self.cfg.sampling.start_level).levels(images)
         if self.policy is None:
             raise RuntimeError("the D3AD start policy is fitted in fit(); train the model first")
-        return self.policy.levels(self.start_vectors(images)).to(images.device)
+        # T'_max is the config's now (an inference setting), not the one the bins were fitted with
+        policy = replace(self.policy, t_max=self.cfg.sampling.start_level)
+        return policy.levels(self.start_vectors(images)).to(images.device)
 
     @torch.inference_mode()
     def _latents(self, images: torch.Tensor, target: torch.Tensor | None, w: float | None):

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 def anomaly_spec(cfg: DDADConfig) -> AnomalySpec:
     a = cfg.glad.anomalies
     return AnomalySpec(a.probability, a.beta_max, a.threshold, a.min_scale, a.max_scale, a.foreground, a.source,
-                       a.grid)
+                       a.grid, a.shape)
 
 
 def atp_loss(schedule: NoiseSchedule, spec: AnomalySpec,
@@ -91,6 +91,11 @@ class GLAD(Detector):
     # T' (paper: 750 MVTec, 500 MPDD, 450 VisA) and t_min (paper: 350): the grid of the bottle selection in
     # BENCHMARKS.md, which chose 250 / 50 label-free
     auto_grid = {"sampling.start_level": (250, 400, 750), "glad.t_min": (50, 150, 350)}
+    # ATP trains the UNet to repaint exactly the Perlin-shaped defects the default proxy pastes, so that proxy would
+    # rank GLAD's settings on defects it was taught to remove rather than on unseen ones. Its proxy takes CutPaste's
+    # shapes (rectangles, scars), filled from the image displaced and colour-jittered and from a generated texture:
+    # neither the shapes nor the displaced content is one ATP (glad.anomalies: Perlin, shuffled cells) trains on
+    auto_proxy = ("cutpaste", "patch,texture")
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration: Calibration | None = None,
                  vae: nn.Module | None = None):

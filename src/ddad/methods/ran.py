@@ -147,6 +147,11 @@ class RAN(Detector):
     uses_sampling_steps = False  # scores at fixed respaced timesteps; no denoising loop
     inference_options = ("respacing", "timesteps", "alpha", "gradient_denoising", "gd_steps", "gd_lr",
                          "gd_denoise_every", "gd_score_weight")
+    combine_options = ("alpha",)  # alpha weighs the two terms in `combine` alone
+    # `--auto`: alpha, the paper's 0.5 for every category and either side of it (the paper's best results came from
+    # alpha set per category); the noise scales, the paper's respaced steps 5, 50, 100 and a larger set for defects
+    # that "require sufficiently large noise to overwhelm the anomalous pixels" (Sec. 3). Two sets of terms
+    auto_grid = {"ran.timesteps": ("[5,50,100]", "[25,100,200]"), "ran.alpha": (0.25, 0.5, 0.75)}
 
     def __init__(self, cfg: DDADConfig, net: RANNet, extractor: FeatureExtractor, calibration: Calibration | None = None):
         super().__init__(cfg, extractor, calibration)
@@ -275,16 +280,25 @@ class RAN(Detector):
         return self.score_maps(images)[2]
 
     def terms(self, y: torch.Tensor) -> Terms:
-        c = self.cfg.ran
         kl, feat, x0 = self.score_maps(y)
-        if c.gradient_denoising:
+        if self.cfg.ran.gradient_denoising:
             x0 = self.gradient_reconstruction(y)
+        return Terms(x0, self._maps(kl, feat, x0, y))
+
+    def maps_of(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the gradient-denoised picture (gd_steps backbone passes with gradients) only where the map reads it
+        kl, feat, x0 = self.score_maps(y)
+        if self.cfg.ran.gd_score_weight > 0 and self.cfg.ran.gradient_denoising:
+            x0 = self.gradient_reconstruction(y)
+        return self._maps(kl, feat, x0, y)
+
+    def _maps(self, kl: torch.Tensor, feat: torch.Tensor, x0: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         maps = {"kl": kl, "feature": feat}
-        if c.gd_score_weight > 0:
-            if not c.gradient_denoising:
+        if self.cfg.ran.gd_score_weight > 0:
+            if not self.cfg.ran.gradient_denoising:
                 raise ValueError("ran.gd_score_weight > 0 needs ran.gradient_denoising: true")
             maps["gradient"] = self.feature_map(x0, y.to(self.device))
-        return Terms(x0, maps)
+        return maps
 
     def fit_constants(self, maps: dict[str, torch.Tensor]) -> dict[str, float]:
         """c = 1 / max over the nominal images, per term (scores never depend on other test images)."""
