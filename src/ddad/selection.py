@@ -11,11 +11,13 @@ nominal images (data.val_fraction). The proxy set is made from them alone:
 Each candidate setting (a list of overrides of the sections a trained model can change: features, adapt, sampling,
 scoring and the method's inference options) is applied to a copy of the model, which re-adapts where features/adapt
 changed and re-calibrates on the calibration images; the copy then scores the proxy set. Candidates whose terms are
-the same (Detector.terms_signature: for DDAD, those differing only in v, sigma or the memory weight m) share one
-copy: its terms (reconstruction, D_f, D_p, D_m) are computed once, and each candidate is scored by recombining them
-(its constants fitted on the calibration images' terms, as calibrate does; its maps combined, smoothed and scored,
-as predict does), with the same numbers as a copy of its own (tests/unit/test_selection.py); DDAD's 18-candidate grid
-needs 4 sets of terms instead of 19. The held-out images are split in two where there are at least 2 * MIN_SPLIT of
+the same (Detector.terms_signature: for DDAD, those differing only in v, sigma or the memory weight m; D3AD's lambda,
+RAN's alpha) share one copy: its terms (DDAD: reconstruction, D_f, D_p, D_m) are computed once, and each candidate is
+scored by recombining them (its constants fitted on the calibration images' terms, as calibrate does; its maps
+combined, smoothed and scored, as predict does), with the same numbers as a copy of its own
+(tests/unit/test_selection.py). A candidate whose terms another group's copy computes too joins that group
+(Detector.terms_cover: DDAD's map without the memory term is the one with it at weight 0), so DDAD's 18-candidate
+grid needs 2 sets of terms instead of 19. The held-out images are split in two where there are at least 2 * MIN_SPLIT of
 them (calibration half, proxy half), so the proxy's nominal images are not the ones the calibration saw; with fewer,
 both use all of them (said in the result).
 
@@ -381,13 +383,25 @@ def held_out_split(cfg: DDADConfig) -> tuple[torch.Tensor, torch.Tensor, bool]:
 def candidate_groups(method_cls, cfg0: DDADConfig, candidates: list[str]
                      ) -> tuple[dict[str, DDADConfig], dict[str, list[str]]]:
     """(candidate -> its config, terms signature -> its candidates): the candidates grouped by the terms their
-    detector computes (Detector.terms_signature), in order, the first candidate's group first; one detector per group
-    measures the terms, and each member is recombined from them (recombined_metrics)."""
+    detector computes (Detector.terms_signature), the first candidate's group first; a group whose terms another
+    group's detector also computes (Detector.terms_cover: DDAD's map without the memory term, beside one with it)
+    joins that group. One detector per group, built for its first member, measures the terms, and each member is
+    recombined from them (recombined_metrics)."""
     cfgs = {c: apply_overrides(cfg0, split_candidate(c)) if c else cfg0 for c in candidates}
-    groups: dict[str, list[str]] = {}
+    by_sig: dict[str, list[str]] = {}
     for c in candidates:
-        groups.setdefault(method_cls.terms_signature(cfgs[c]), []).append(c)
-    return cfgs, groups
+        by_sig.setdefault(method_cls.terms_signature(cfgs[c]), []).append(c)
+
+    def covers(host: str, sig: str) -> bool:
+        return host != sig and method_cls.terms_cover(cfgs[by_sig[host][0]], cfgs[by_sig[sig][0]])
+
+    hosts = [h for h in by_sig if not any(covers(o, h) for o in by_sig)]  # groups no other group's terms include
+    groups = {h: list(by_sig[h]) for h in hosts}
+    for sig, members in by_sig.items():
+        if sig not in groups:
+            groups.setdefault(next((h for h in hosts if covers(h, sig)), sig), []).extend(members)
+    first = next(sig for sig, members in groups.items() if candidates[0] in members)
+    return cfgs, {first: groups.pop(first), **groups}
 
 
 def select_settings(model_dir: str | Path, candidates: list[str], data_root: str | None = None, seed: int = 0,

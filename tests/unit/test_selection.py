@@ -9,7 +9,7 @@ import torch
 from ddad.config import DDADConfig
 from ddad.metrics import Metrics
 from ddad.selection import (
-    CHANCE_MARGIN, MORE_DRAWS, PROXY_DRAWS, Selection, auto_candidates, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
+    CHANCE_MARGIN, MORE_DRAWS, PROXY_DRAWS, Selection, auto_candidates, candidate_groups, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
     select_settings, split_candidate,
 )
 
@@ -125,6 +125,13 @@ def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_d
             from ddad.config import apply_overrides
 
             apply_overrides(DDADConfig(method=name), split_candidate(cand))
+    # DDAD's grid and fallback need three reconstructions of the proxy: T' 250 and 500 with the memory on D_f's
+    # layers (the m = 0 candidates recombined from them), and T' 250 with the fallback's memory on layers 1-3
+    ddad = METHODS["ddad"]
+    cfgs, groups = candidate_groups(ddad, DDADConfig(), c + [ddad.auto_fallback])
+    assert len(groups) == 3 and "" in next(iter(groups.values()))
+    assert all(cfgs[m[0]].scoring.memory > 0 for m in groups.values())
+    assert sorted(cfgs[m[0]].sampling.start_level for m in groups.values()) == [250, 250, 500]
     empty = [cls for cls in METHODS.values() if not cls.auto_grid]
     for cls in empty:
         with pytest.raises(ValueError, match="ddad select --grid"):
@@ -304,8 +311,8 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
-    # four terms signatures: memory off (saved, v, sigma), memory on (its weight, with v), memory on other layers,
-    # fewer sampling steps
+    # three sets of terms: memory on (its weight, with v) with the memory-off candidates (saved, v, sigma) recombined
+    # from them at m = 0, memory on other layers, fewer sampling steps
     cands = ["", "scoring.v=4", "scoring.sigma=2.0", "scoring.memory=1", "scoring.memory=4,scoring.v=4",
              "scoring.memory=4,scoring.memory_layers=[1,2,3]", "sampling.steps=1"]
     opened, real_copy = [], pipeline.trial_copy
@@ -326,9 +333,9 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     sel = select_settings(model, cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
-    assert list(sel.rows) == cands and len(opened) == 4
+    assert list(sel.rows) == cands and len(opened) == 3 and opened[0].scoring.memory == 1
     n = sel.n_calibration  # per group: the copy's calibration, then the proxy; the calibration's terms are reused
-    assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 4
+    assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 3
     monkeypatch.setattr(Detector, "terms_maps", real_terms)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
     monkeypatch.setattr(pipeline, "trial_copy", real_copy)
@@ -574,7 +581,7 @@ def test_an_uncertain_choice_grows_the_proxy_measuring_only_the_new_draws(tiny_m
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
-    cands = ["", "scoring.v=4", "scoring.memory=1"]  # two terms signatures
+    cands = ["", "scoring.v=4", "scoring.memory=1", "sampling.steps=1"]  # two sets of terms (m = 0 from m = 1's)
     # the real rule needs a near tie, which a tiny model does not make on demand: here 2 draws are always uncertain
     monkeypatch.setattr(Selection, "uncertain", property(lambda self: self.draws < 4))
     measured, real_terms = [], Detector.terms_maps

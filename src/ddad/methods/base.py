@@ -178,6 +178,12 @@ class Detector:
             d[own].pop(key)
         return json.dumps(d, sort_keys=True)
 
+    @classmethod
+    def terms_cover(cls, cfg: DDADConfig, other: DDADConfig) -> bool:
+        """Whether the terms a detector for `cfg` computes include every term `other` needs, so that `ddad select`
+        scores `other` from them (by recombination). Default: the same terms signature."""
+        return cls.terms_signature(cfg) == cls.terms_signature(other)
+
     def fit_references(self, images: torch.Tensor) -> None:
         """Nominal references the map compares with that depend on the feature extractor or the settings (DDAD's
         nominal memory), from the training images (N, 3, H, W) in [0, 1] (a tensor or an ImageSet). Called at the end

@@ -8,6 +8,7 @@ minus its defect, and D_f / D_p are high everywhere (BENCHMARKS.md, "Nominal mem
 nominal patches look like. `--auto` lets the proxy set decide between m = 0 and m > 0."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -113,6 +114,16 @@ class DDAD(Detector):
         sc = cfg.scoring
         return super().terms_signature(cfg) + (
             f" memory coreset={sc.memory_coreset} layers={list(cls.memory_layers_of(cfg))}" if sc.memory else "")
+
+    @classmethod
+    def terms_cover(cls, cfg: DDADConfig, other: DDADConfig) -> bool:
+        # the map without the memory term (m = 0) is recombined from the terms of one with it: the same
+        # reconstruction, D_f and D_p, and a memory term it weighs by 0
+        if not other.scoring.memory and cfg.scoring.memory:
+            sc = cfg.scoring
+            other = replace(other, scoring=replace(other.scoring, memory=sc.memory, memory_layers=sc.memory_layers,
+                                                   memory_coreset=sc.memory_coreset))
+        return super().terms_cover(cfg, other)
 
     def state(self) -> dict[str, torch.Tensor]:
         # float16 halves the file (bottle at 256-px features: ~26 MB); ~3 significant digits are plenty for a distance
