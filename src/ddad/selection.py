@@ -49,13 +49,13 @@ the generated-texture defects, which favoured pixel-led maps the test set ranked
 the proxy; `--no-fallback` keeps the proxy's best. The fallback is scored and shown beside the grid but not ranked
 with it (`unranked`): it answers only where the grid cannot be ranked, and the proxy's findings (its best, near
 chance, blind sources, draws won) are the grid's. Both rules were written after a test-set analysis of those
-stand-ins (BENCHMARKS.md, "When the proxy cannot rank"), and checked on stand-ins made after them.
+stand-ins (BENCHMARKS.md@7e9f010, "When the proxy cannot rank"), and checked on stand-ins made after them.
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
 STRENGTHS, 1 -> 0.5 -> 0.25), until they are not all found; every candidate is then scored on that proxy. At full
 contrast bottle's proxy is aced by every candidate, and a choice there rests on localising pasted patches alone,
-which favoured a pixel-led map the test set did not (BENCHMARKS.md, "Beyond bottle"). A proxy that is not aced at
+which favoured a pixel-led map the test set did not (BENCHMARKS.md@7e9f010, "Beyond bottle"). A proxy that is not aced at
 strength 1 (the texture, surface and grain stand-ins) is used as it is.
 
 The objective is the mean of the proxy image AUROC, pixel AUROC and PRO. Synthetic defects are not real ones: the
@@ -254,7 +254,7 @@ class Selection:
         """The proxy's order is not evidence: no candidate finds its defects (near_chance), or no candidate finds
         one source's defects (blind_sources), so the ranking rests on the other kind alone and favours whatever map
         suits that kind (on the grain2 stand-in: the generated-texture defects, which the pixel term sees best, and
-        a pixel-led map the test set ranked last; BENCHMARKS.md, "When the proxy cannot rank")."""
+        a pixel-led map the test set ranked last; BENCHMARKS.md@7e9f010, "When the proxy cannot rank")."""
         return self.near_chance or bool(self.blind_sources)
 
     @property
