@@ -112,14 +112,14 @@ class ScoringConfig:
     # DDAD: weight m of a nominal-memory term (not in the paper): D += m * s_m * D_m, D_m = each input patch's
     # Euclidean distance to its nearest patch of any training image (3x3 means, per layer and summed as D_f),
     # s_m = max D_f / max D_m on held-out nominal images. 0 = the paper's map. For stochastic textures, whose
-    # reconstruction is a new texture sample rather than the input minus its defect (BENCHMARKS.md@7e9f010, "Nominal memory")
+    # reconstruction is a new texture sample rather than the input minus its defect (docs/methods.md, DDAD)
     memory: float = 0.0
     # fraction of the training patches the memory keeps, per layer (k-center greedy, PatchCore's coreset): 1 = every
     # patch (exact nearest neighbours); 0.1 searches a tenth of them (faster inference, each distance an upper bound)
     memory_coreset: float = 1.0
     # the feature layers D_m sums (null = features.layers, those of D_f). Finer layers see smaller defects: on the
-    # grain stand-ins layers 1, 2, 3 (strides 4, 8, 16) found their hairlines and pits better than 2, 3
-    # (BENCHMARKS.md@7e9f010, "Finer memory layers for the fallback"); DDAD's `--auto` fallback uses them
+    # grain stand-ins layers 1, 2, 3 (strides 4, 8, 16) find their hairlines and pits better than 2, 3; DDAD's
+    # `--auto` fallback uses them (docs/selection.md)
     memory_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -25,10 +25,10 @@ One draw of synthetic defects is a small sample (one defective copy per image an
 category with 12 held-out images), and candidates whose objectives differ by less than its noise swap places from one
 draw to the next. The proxy therefore holds PROXY_DRAWS independent draws (--proxy-draws): the candidates are ranked
 on all of them pooled, and each draw taken alone says how often the best would have been chosen (`wins`); when it
-won fewer than half of the draws the choice is uncertain (on the grain stand-in the two leading candidates change
-places between draws: BENCHMARKS.md). An uncertain choice gets one larger sample: the proxy grows to MORE_DRAWS times
-as many draws (--proxy-max-draws; its first draws kept, only the new ones measured, so the grown proxy is exactly the
-larger proxy) and every candidate is ranked again on all of them; a choice still uncertain then is reported as such.
+won fewer than half of the draws the choice is uncertain. An uncertain choice gets one larger sample: the proxy
+grows to MORE_DRAWS times as many draws (--proxy-max-draws; its first draws kept, only the new ones measured, so the
+grown proxy is exactly the larger proxy) and every candidate is ranked again on all of them; a choice still uncertain
+then is reported as such.
 The rule reads only the proxy, and it costs time only where the first sample could not decide.
 Where the defects come from several sources, the objective on each source alone is shown too, and a source whose
 defects no candidate finds is named (`blind_sources`): on a stochastic texture the image's own shuffled cells look like
@@ -41,22 +41,20 @@ benchmark in its log).
 defects are the method's `auto_proxy`: by default filled from both the image's shuffled cells and a generated texture,
 one copy each per draw, so the same procedure serves objects and stochastic textures; GLAD, trained to repaint such
 defects, is ranked on CutPaste-shaped ones. A best objective near chance is warned about (`near_chance`),
-and there the proxy's ranking is not used: no candidate finds its defects, so the order among them is noise (on the
-grain stand-in the proxy's best at 2500 training steps, a pixel-led map, lost 5.4 pixel AUROC to PatchCore). Nor is it
-used where one source is blind: the ranking then rests on the other source's defects alone (on the grain2 stand-in
-the generated-texture defects, which favoured pixel-led maps the test set ranked last). In both cases (`cannot_rank`)
+and there the proxy's ranking is not used: no candidate finds its defects, so the order among them is noise. Nor is
+it used where one source is blind: the ranking then rests on the other source's defects alone, which need not favour
+the map that finds the category's defects. In both cases (`cannot_rank`)
 `--auto` chooses the method's fallback (Detector.auto_fallback; DDAD: the nominal-memory-led map) and does not grow
 the proxy; `--no-fallback` keeps the proxy's best. The fallback is scored and shown beside the grid but not ranked
 with it (`unranked`): it answers only where the grid cannot be ranked, and the proxy's findings (its best, near
-chance, blind sources, draws won) are the grid's. Both rules were written after a test-set analysis of those
-stand-ins (BENCHMARKS.md@7e9f010, "When the proxy cannot rank"), and checked on stand-ins made after them.
+chance, blind sources, draws won) are the grid's. Where each rule comes from and what it is worth:
+docs/selection.md ("Where the rules come from").
 
 A proxy the model already aces says nothing about image detection: when the first candidate (the model as saved)
 scores proxy image AUROC >= SATURATED, the defects are pasted again, fainter (AnomalySpec.strength: the next of
-STRENGTHS, 1 -> 0.5 -> 0.25), until they are not all found; every candidate is then scored on that proxy. At full
-contrast bottle's proxy is aced by every candidate, and a choice there rests on localising pasted patches alone,
-which favoured a pixel-led map the test set did not (BENCHMARKS.md@7e9f010, "Beyond bottle"). A proxy that is not aced at
-strength 1 (the texture, surface and grain stand-ins) is used as it is.
+STRENGTHS, 1 -> 0.5 -> 0.25), until they are not all found; every candidate is then scored on that proxy. On a
+proxy every candidate aces (bottle's at full contrast) the choice would rest on localising pasted patches alone,
+which favours pixel-led maps that trace the pasted edges. A proxy that is not aced at strength 1 is used as it is.
 
 The objective is the mean of the proxy image AUROC, pixel AUROC and PRO. Synthetic defects are not real ones: the
 proxy ranks settings, its numbers are not a prediction of the test metrics.
@@ -253,8 +251,7 @@ class Selection:
     def cannot_rank(self) -> bool:
         """The proxy's order is not evidence: no candidate finds its defects (near_chance), or no candidate finds
         one source's defects (blind_sources), so the ranking rests on the other kind alone and favours whatever map
-        suits that kind (on the grain2 stand-in: the generated-texture defects, which the pixel term sees best, and
-        a pixel-led map the test set ranked last; BENCHMARKS.md@7e9f010, "When the proxy cannot rank")."""
+        suits that kind (generated-texture defects favour the pixel term, which need not suit the category)."""
         return self.near_chance or bool(self.blind_sources)
 
     @property
@@ -316,9 +313,8 @@ class Selection:
     def saturated(self) -> bool:
         """Every candidate separates the proxy's defective images perfectly (image AUROC 1): the ranking rests on the
         pixel metrics alone, which favour maps that trace the pasted defects' sharp edges (a large pixel weight).
-        Seen on bottle at full strength, where the choice then scored below the shipped settings on the test set
-        (BENCHMARKS.md); select_settings now tries fainter defects first (STRENGTHS), so this remains only when even
-        the faintest are all found."""
+        select_settings tries fainter defects first (STRENGTHS), so this holds only when even the faintest are all
+        found."""
         return len(self.ranked) > 1 and all(self.rows[c].image_auroc == 1.0 for c in self.ranked)
 
     def warning(self) -> str:

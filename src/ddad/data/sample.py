@@ -192,7 +192,7 @@ def _to_tensor(img: Image.Image, size: int | tuple[int, int] | None) -> torch.Te
         f = min(img.size[0] // (2 * target[1]), img.size[1] // (2 * target[0]))
         if f >= 2:
             # a box reduction in Pillow first (exact averaging, fast on uint8), leaving >= 2x the target size for
-            # the antialiased bicubic below: a 6000x6000 upload no longer makes a 430 MB float image
+            # the antialiased bicubic below, so a 6000x6000 upload never becomes a 430 MB float image
             img = img.convert("RGB").reduce(f)
     arr = _to_rgb_array(img)
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)

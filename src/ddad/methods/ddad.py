@@ -4,8 +4,8 @@ D = D_f + v * s * D_p (Eq. 8-9) with s calibrated on nominal images instead of t
 Not in the paper, off by default: scoring.memory = m adds m * s_m * D_m, D_m the distance of each input patch to a
 nominal memory (every pooled patch of the training images, ddad.scoring.memory_distance), s_m = max D_f / max D_m
 on held-out nominal images. On a stochastic texture the reconstruction is a new sample of the texture, not the input
-minus its defect, and D_f / D_p are high everywhere (BENCHMARKS.md@7e9f010, "Nominal memory"); the memory still knows what
-nominal patches look like. `--auto` lets the proxy set decide between m = 0 and m > 0."""
+minus its defect, and D_f / D_p are high everywhere; the memory still knows what nominal patches look like
+(docs/methods.md). `--auto` lets the proxy set decide between m = 0 and m > 0."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -28,17 +28,16 @@ __all__ = ["DDAD"]
 class DDAD(Detector):
     name = "ddad"
     summary = "DDAD: pixel-space UNet, conditioned DDIM from a fixed T', pixel L1 + feature cosine map, domain adaptation"
-    # T': the paper's 250 and a deeper start that repaints more of a defect; v: the paper's 1 up to a pixel-led map
-    # (on the texture stand-in the proxy chose 500 / 16 and the test set agreed: BENCHMARKS.md@7e9f010, "Beyond bottle").
-    # m (scoring.memory): the nominal-memory term off, level with D_f, or leading (BENCHMARKS.md@7e9f010, "Nominal memory").
+    # T': the paper's 250 and a deeper start that repaints more of a defect; v: the paper's 1 up to a pixel-led map.
+    # m (scoring.memory): the nominal-memory term off, level with D_f, or leading (docs/selection.md).
     # None needs re-adaptation, so a candidate costs one reconstruction of the proxy set (plus, for m > 0, one pass
     # of the extractor over the training images to measure the memory).
     auto_grid = {"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "scoring.memory": (0, 1, 4)}
     # where no candidate finds the proxy's synthetic defects (or one source's: Selection.cannot_rank), nothing says
     # which reconstruction-based map to trust: the paper's T' and v with the nominal memory leading the map (m 16, a
-    # step of the grid's x4 beyond 4), the term that needs no reconstruction (BENCHMARKS.md@7e9f010, "When the proxy cannot
-    # rank"), measured on layers 1-3: the finer layer 1 (stride 4) sees the hairlines and pits of a stochastic texture
-    # that layers 2, 3 miss (BENCHMARKS.md@7e9f010, "Finer memory layers for the fallback"). Scored beside the grid, not
+    # step of the grid's x4 beyond 4), the term that needs no reconstruction, measured on layers 1-3: the finer
+    # layer 1 (stride 4) sees the hairlines and pits of a stochastic texture that layers 2, 3 miss. Fitted on the
+    # grain stand-ins' test sets (docs/selection.md, "Where the rules come from"). Scored beside the grid, not
     # ranked with it (select_settings: a fallback only answers where the grid cannot be ranked)
     auto_fallback = "sampling.start_level=250,scoring.v=1,scoring.memory=16,scoring.memory_layers=[1,2,3]"
 
