@@ -2,7 +2,7 @@
 the same image with its defect, the mask, the mask's outline.
 
     python benchmarks/anomaly_examples.py docs/synthetic_anomalies.png                 # ddad's synthetic categories
-    python benchmarks/anomaly_examples.py out.png --data path/to/category [--set glad.anomalies.foreground=otsu]
+    python benchmarks/anomaly_examples.py out.png --data path/to/category [--set glad.anomalies.foreground=object]
 
 With --data the training images of that folder (MVTec layout) are used; the anomaly options come from a config's
 glad.anomalies section (defaults: GLAD's). Every sample is drawn with an anomaly (force), seeded.
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--data", help="a category folder (MVTec layout); default: ddad's synthetic object/texture/surface")
     ap.add_argument("--config", help="config whose glad.anomalies section to use")
-    ap.add_argument("--set", action="append", default=[], help="override, e.g. glad.anomalies.foreground=otsu")
+    ap.add_argument("--set", action="append", default=[], help="override, e.g. glad.anomalies.foreground=object")
     ap.add_argument("--n", type=int, default=4, help="samples per category")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)

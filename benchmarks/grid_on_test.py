@@ -1,12 +1,11 @@
 """Analysis (reads the TEST labels): every `--auto` candidate of a trained model scored on its test set, beside the
-proxy objective `ddad select` gave it (from the model's selection.json, when there is one), and the method's
-fallback (Detector.auto_fallback) as `--auto` adds it.
+proxy objective `ddad select` gave it (from the model's selection.json, when there is one).
 
     python benchmarks/grid_on_test.py runs/standins/grain/ddad [--selection /tmp/x/grain-d9/selection.json]
 
 What it answers: how good the best candidate of the grid is on real (here: stand-in) defects, how far the proxy's
 choice is from it, and whether the proxy ranks the candidates as the test set does (Spearman's rho between the proxy
-objective and the test objective, the same mean of image AUROC, pixel AUROC and PRO). Each group of candidates that
+objective, the proxy image AUROC, and the test's image AUROC, and the test's mean of image AUROC, pixel AUROC and PRO). Each group of candidates that
 share their terms (Detector.terms_signature) is calibrated as `ddad select` calibrates it (the calibration half of the
 held-out images, selection.held_out_split) and its terms measured once on the test images; each candidate is then
 recombined from them (selection.recombined_metrics, the numbers `ddad evaluate` gives for that candidate up to the
@@ -46,9 +45,7 @@ def main() -> None:
     cal, _, _ = held_out_split(cfg0)
 
     method = METHODS[cfg0.method]
-    candidates = candidates_from_grid(a.grid) if a.grid else auto_candidates(method)
-    if not a.grid and method.auto_fallback and method.auto_fallback not in candidates:
-        candidates.append(method.auto_fallback)  # what `--auto` chooses where the proxy cannot rank (cannot_rank)
+    candidates = candidates_from_grid(a.grid) if a.grid else auto_candidates(cfg0.method)
     cfgs, groups = candidate_groups(method, cfg0, candidates)
     rows = {}
     for members in groups.values():
@@ -63,26 +60,24 @@ def main() -> None:
     proxy = {c: r["extra"]["objective"] for c, r in sel["rows"].items()} if sel else {}
     print(f"{a.model}: {len(x)} test images ({int(labels.sum())} defective); proxy objectives from "
           f"{sel_path if sel else '(no selection.json)'}")
-    print("| candidate | test I-AUROC | P-AUROC | PRO | test objective | proxy objective |")
+    print("| candidate | test I-AUROC | P-AUROC | PRO | test mean | proxy objective |")
     print("|---|---|---|---|---|---|")
-    best_test = max(candidates, key=lambda c: objective(rows[c]))
-    first_best = None  # where the proxy grew: what its first draws alone would have chosen (mean of their objectives)
-    if sel and sel.get("proxy_draws", 0) > sel.get("proxy_draws_first", 0) > 0:
-        k, ranked = sel["proxy_draws_first"], [c for c in sel["draw_objectives"] if c not in sel.get("unranked", [])]
-        first_best = max(ranked, key=lambda c: sum(sel["draw_objectives"][c][:k]))
+
+    def mean3(m):
+        return (m.image_auroc + m.pixel_auroc + m.pro) / 3
+
+    best_test = max(candidates, key=lambda c: (rows[c].image_auroc, mean3(rows[c])))
     for c in candidates:
         m = rows[c]
-        mark = ((" <- chosen" if sel and c == sel["best"] else "")  # --auto's choice: the fallback where it fell back
-                + (" <- proxy's best" if sel and sel.get("fallback") and c == sel.get("proxy_best") else "")
-                + (" <- first draws' best" if c == first_best else "")
-                + (" <- test's best" if c == best_test else ""))
+        mark = (" <- chosen" if sel and c == sel["best"] else "") + (" <- test's best" if c == best_test else "")
         pr = f"{proxy[c]:.3f}" if c in proxy else "-"
         print(f"| {(c or '(as saved)') + mark} | {100 * m.image_auroc:.1f} | {100 * m.pixel_auroc:.1f} | "
-              f"{100 * m.pro:.1f} | {objective(m):.3f} | {pr} |")
+              f"{100 * m.pro:.1f} | {mean3(m):.3f} | {pr} |")
     common = [c for c in candidates if c in proxy]
     if len(common) > 2:
-        rho = spearmanr([proxy[c] for c in common], [objective(rows[c]) for c in common]).statistic
-        print(f"Spearman rho (proxy objective vs test objective, {len(common)} candidates): {rho:.2f}")
+        for name, test_of in (("image AUROC", objective), ("mean", mean3)):
+            rho = spearmanr([proxy[c] for c in common], [test_of(rows[c]) for c in common]).statistic
+            print(f"Spearman rho (proxy objective vs test {name}, {len(common)} candidates): {rho:.2f}")
 
 
 if __name__ == "__main__":

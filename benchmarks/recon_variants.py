@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from _testset import load_test
 from ddad.detector import Detector
-from ddad.methods.ddad import DDAD
+from ddad.methods import RECIPES
 from ddad.metrics import MapAccumulator
 from ddad.scoring import feature_distance, pixel_distance, smooth
 from ddad.scoring.patch_match import memory_bank, memory_distance, patch_nn_distance
@@ -53,7 +53,7 @@ def main() -> None:
     layers = tuple(int(v) for v in a.layers.split(",")) if a.layers else cfg.features.layers
     x_test, labels, m_test = load_test(cfg)
     cal, nom, _ = held_out_split(cfg)  # as ddad select
-    proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(DDAD.auto_proxy[1]))
+    proxy = proxy_set(nom, proxy_spec(cfg), 0, proxy_sources(RECIPES["ddad"].proxy_sources))
     sets = {"cal": (cal, None, None), "test": (x_test, labels, m_test),
             "proxy": (proxy.images, proxy.labels.numpy(), proxy.masks[:, 0] > 0.5)}
 

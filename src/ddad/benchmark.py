@@ -67,7 +67,7 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
     choice, timing = "", {"train s": train_s}
     if auto:
         t1 = time.perf_counter()
-        det, best = _auto(model_dir, type(det), cfg.data.seed, device)
+        det, best = _auto(model_dir, cfg.data.seed, device)
         choice = f", auto: {best or 'as configured'}"
         timing["select s"] = time.perf_counter() - t1
     rows = {}
@@ -83,12 +83,12 @@ def _diffusion(cfg: DDADConfig, test: AnomalyDataset, out: Path, reuse: bool, st
     return rows
 
 
-def _auto(model_dir: Path, method_cls, seed: int, device: str):
+def _auto(model_dir: Path, seed: int, device: str):
     """The label-free recipe on a trained model: (the detector with the chosen settings, the chosen overrides)."""
     from .detector import Detector
     from .selection import auto_select
 
-    sel = auto_select(model_dir, method_cls, seed, device)  # a progress bar with an ETA
+    sel = auto_select(model_dir, seed, device)  # a progress bar with an ETA
     log.info("auto selection for %s:\n%s", model_dir.name, sel.table())
     for line in sel.warning().splitlines():
         log.warning("auto selection for %s: %s", model_dir.name, line)

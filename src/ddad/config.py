@@ -118,8 +118,7 @@ class ScoringConfig:
     # patch (exact nearest neighbours); 0.1 searches a tenth of them (faster inference, each distance an upper bound)
     memory_coreset: float = 1.0
     # the feature layers D_m sums (null = features.layers, those of D_f). Finer layers see smaller defects: on the
-    # grain stand-ins layers 1, 2, 3 (strides 4, 8, 16) find their hairlines and pits better than 2, 3; DDAD's
-    # `--auto` fallback uses them (docs/selection.md)
+    # grain stand-ins layers 1, 2, 3 (strides 4, 8, 16) found their hairlines and pits better than 2, 3
     memory_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -191,7 +190,7 @@ class AnomalyConfig:
     threshold: float = 0.5  # Perlin noise above this is the defect (DRAEM: 0.5)
     min_scale: int = 0  # Perlin lattice 2**k cells per side, k in [min_scale, max_scale) (DRAEM: 0..6 at 256 px)
     max_scale: int = 6
-    foreground: str = "none"  # none | otsu (objects on a plain background: defects on the object only)
+    foreground: str = "none"  # none | object (defects only where the image is unlike its border)
     source: str = "grid"  # grid (the image's own shuffled cells) | patch (the image displaced, colour-jittered) |
     # texture (generated) | a local texture folder
     grid: int = 8  # cells per side for source = grid
@@ -221,7 +220,7 @@ class GLADConfig:
     saff: bool = True  # spatial-adaptive feature fusion at the switch; False = the input-derived x0 everywhere
     saff_floor: bool = False  # True = the official mask sigmoid(d) >= 0.5 (see ddad.sampling.adaptive.saff_mask)
     reverse: bool = False  # also match reconstruction patches against the input's (missing parts), summed
-    foreground: str = "none"  # none | otsu: zero the map outside the object's Otsu foreground
+    foreground: str = "none"  # none | object: zero the map where the image is like its border (background)
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,9 @@ def test_patchcore_writes_per_image_results_that_give_its_row(tiny_object, tmp_p
 
 def test_benchmark_auto_evaluates_the_label_free_choice_and_names_it(tiny_object, tmp_path, capsys, monkeypatch):
     from ddad.detector import Detector
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES, Recipe
 
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # plumbing, not accuracy
-    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=8")  # a tiny model's proxy is often near chance
+    monkeypatch.setitem(RECIPES, "ddad", Recipe({"scoring.v": (1, 8)}))  # plumbing, not accuracy
     out = tmp_path / "bench"
     args = ["benchmark", "--data", str(tiny_object), "--out", str(out), "--ddad-steps", "2", "--methods", "ddad",
             "--set", "data.image_size=32", "--set", "model.preset=cpu-32", "--set", "train.steps=3",
@@ -55,7 +54,7 @@ def test_benchmark_auto_evaluates_the_label_free_choice_and_names_it(tiny_object
     (name,) = json.loads((out / "benchmark.json").read_text())["rows"]
     assert name == f"DDAD-2 (cpu-32, 32px, auto: {best or 'as configured'})" and name in capsys.readouterr().out
     assert Detector.load(out / "ddad").cfg.scoring.v == {"": 1.0, "scoring.v=1": 1.0, "scoring.v=8": 8.0}[best]
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {})
+    monkeypatch.delitem(RECIPES, "ddad")
     assert main([*args, "--reuse"]) == 2  # refused before anything runs: the method has no auto grid
 
 
@@ -70,8 +69,13 @@ def test_patchcore_coreset_selects_exactly_anomalibs_indices():
 
     e = torch.randn(3000, 64, generator=torch.Generator().manual_seed(0))
     out = []
-    for fn in (lambda: _kcenter_greedy(e, 0.05), lambda: KCenterGreedy(e, 0.05).sample_coreset()):
-        torch.manual_seed(1)
+    for fn in (lambda: _kcenter_greedy(e, 0.05, seed=1), lambda: KCenterGreedy(e, 0.05).sample_coreset()):
+        torch.manual_seed(1)  # anomalib's sampler starts from a patch drawn from torch's global generator
         np.random.seed(1)  # anomalib's random projection draws from numpy's global generator
         out.append(fn())
     assert out[0].shape == (150, 64) and torch.equal(out[0], out[1])
+    torch.manual_seed(2)  # seeded: the global generators' states do not change the coreset, nor are they changed
+    np.random.seed(2)
+    state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    assert torch.equal(_kcenter_greedy(e, 0.05, seed=1), out[0])
+    assert torch.equal(torch.get_rng_state(), state) and np.array_equal(np.random.get_state()[1], np_state)

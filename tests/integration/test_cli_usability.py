@@ -143,10 +143,9 @@ def test_synth_writes_a_grey_non_square_stand_in_and_names_unknown_defects(tmp_p
 
 def test_train_auto_selects_and_saves_the_label_free_choice(tiny_object, tmp_path, capsys, monkeypatch):
     from ddad.detector import Detector
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES, Recipe
 
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # plumbing, not accuracy
-    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=8")  # a tiny model's proxy is often near chance
+    monkeypatch.setitem(RECIPES, "ddad", Recipe({"scoring.v": (1, 8)}))  # plumbing, not accuracy
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(tiny_object), *TINY, "--auto"]) == 0
     text = capsys.readouterr().out
@@ -158,9 +157,9 @@ def test_train_auto_selects_and_saves_the_label_free_choice(tiny_object, tmp_pat
 
 def test_train_auto_for_a_method_without_an_auto_grid_fails_before_training(tiny_object, tmp_path, caplog,
                                                                             monkeypatch):
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES
 
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {})
+    monkeypatch.delitem(RECIPES, "ddad")
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(tiny_object), *TINY, "--auto"]) == 2
-    assert "declares no auto grid" in caplog.text and not out.exists()
+    assert "has no label-free recipe" in caplog.text and not out.exists()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddad.data.anomalies import (AnomalySpec, cutpaste_mask, displaced_patch, otsu_foreground, perlin_mask,
+from ddad.data.anomalies import (AnomalySpec, cutpaste_mask, displaced_patch, object_foreground, perlin_mask,
                                  perlin_noise, shuffled_grid, synthesize, synthesize_batch)
 from ddad.data.synthetic import nominal_image
 
@@ -22,7 +22,7 @@ def test_perlin_noise_is_bounded_seeded_and_smooth():
     assert np.abs(np.diff(a, axis=1)).max() < 0.5  # gradient noise, not white noise
 
 
-@pytest.mark.parametrize("spec", [AnomalySpec(), AnomalySpec(source="texture"), AnomalySpec(foreground="otsu"),
+@pytest.mark.parametrize("spec", [AnomalySpec(), AnomalySpec(source="texture"), AnomalySpec(foreground="object"),
                                   AnomalySpec(shape="cutpaste", source="patch")])
 def test_masks_are_binary_non_empty_at_the_configured_rate(spec):
     x = _object()
@@ -58,13 +58,31 @@ def test_pixels_outside_the_mask_are_untouched_and_inside_follow_the_blend():
     assert (s.image[:, inside] - x[:, inside]).abs().mean() > 0.01
 
 
-def test_otsu_keeps_defects_on_the_object():
+def test_object_foreground_keeps_defects_on_the_object():
     x, truth = _object(seed=2, with_foreground=True)
-    fg = otsu_foreground(x.permute(1, 2, 0).numpy())
-    assert (fg & truth).sum() / (fg | truth).sum() > 0.8  # Otsu finds the generator's own foreground
+    fg = object_foreground(x.permute(1, 2, 0).numpy())
+    assert (fg & truth).sum() / (fg | truth).sum() > 0.8  # finds the generator's own foreground
     for i in range(30):
-        s = synthesize(x, np.random.default_rng([11, i]), AnomalySpec(foreground="otsu"), force=True)
+        s = synthesize(x, np.random.default_rng([11, i]), AnomalySpec(foreground="object"), force=True)
         assert (s.mask[0].numpy().astype(bool) & ~fg).sum() == 0
+
+
+def test_object_foreground_finds_a_dark_textured_part_on_a_dark_background_and_all_of_a_texture():
+    rng = np.random.default_rng(0)
+    # a dark, textured part (grey 0.10-0.20 checks) on a dark blue, noisy background: darker than its own highlight,
+    # which a grey-level threshold would take for the object
+    bg = np.clip(np.array([0.05, 0.06, 0.12]) + 0.01 * rng.standard_normal((96, 64, 3)), 0, 1)
+    truth = np.zeros((96, 64), bool)
+    truth[20:80, 16:48] = True
+    checks = 0.10 + 0.10 * ((np.arange(96)[:, None] // 4 + np.arange(64)[None] // 4) % 2)
+    x = bg.copy()
+    x[truth] = checks[truth][:, None]
+    x[45:55, 28:36] = 0.9  # a specular highlight on the part
+    fg = object_foreground(x)
+    assert (fg & truth).sum() / (fg | truth).sum() > 0.8
+    # a stochastic texture filling the frame: no plain background, every pixel may hold a defect
+    tex = np.clip(0.5 + 0.2 * rng.standard_normal((64, 64, 3)), 0, 1)
+    assert object_foreground(tex).all()
 
 
 def test_mask_falls_back_to_a_blob_inside_a_tiny_foreground():

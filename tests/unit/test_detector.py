@@ -249,7 +249,7 @@ def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, 
                                  progress=False)  # a coreset of the memory: measured again, a tenth of the patches
     assert changed == ("scoring",) and {j: b.shape[1] for j, b in Detector.load(d).memory.items()} == {
         j: -(-n // 10) for j, n in full.items()}
-    # on other layers than D_f's (the --auto fallback's 1-3): a memory of those layers, a term of its own signature
+    # on other layers than D_f's (1-3): a memory of those layers, a term of its own signature
     # (not shared with a memory on D_f's layers), zero on a training image
     finer = apply_overrides(before.cfg, ["scoring.memory=4", "scoring.memory_layers=[1,2,3]"])
     assert finer.scoring.memory_layers == (1, 2, 3) and finer.features.layers != (1, 2, 3)

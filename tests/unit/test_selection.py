@@ -9,7 +9,7 @@ import torch
 from ddad.config import DDADConfig
 from ddad.metrics import Metrics
 from ddad.selection import (
-    CHANCE_MARGIN, MORE_DRAWS, PROXY_DRAWS, Selection, auto_candidates, candidate_groups, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
+    CHANCE_MARGIN, PROXY_DRAWS, PROXY_FOREGROUND, Selection, auto_candidates, candidate_groups, candidates_from_grid, proxy_set, proxy_sources, proxy_spec,
     select_settings, split_candidate,
 )
 
@@ -91,51 +91,39 @@ def test_a_best_that_wins_fewer_than_half_of_the_draws_alone_is_flagged_as_uncer
     assert not sel({"": (0.7,), "scoring.v=4": (0.6,)}).uncertain  # one draw: nothing to compare
 
 
-def test_a_defect_source_no_candidate_finds_is_named_and_each_sources_objective_is_in_the_table():
+def test_each_sources_objective_is_in_the_table():
     rows = {c: Metrics(0.8, 0.7, 0.5).with_extra(objective=o) for c, o in (("", 0.55), ("scoring.v=4", 0.58))}
 
     def sel(per_source, sources=("grid", "texture")):
         return Selection(rows, "scoring.v=4", 4, 4, True, sources, source_objectives=per_source)
 
-    grain = sel({"": (0.45, 0.58), "scoring.v=4": (0.5 + CHANCE_MARGIN - 0.01, 0.61)})  # grid: chance for both
-    assert grain.blind_sources == ("grid",) and "filled from grid" in grain.warning()
-    assert grain.cannot_rank
-    found = replace(grain, rows={c: m.with_extra(objective=0.7) for c, m in rows.items()})  # pooled well above chance
-    assert found.cannot_rank and not found.near_chance  # a blind source: the ranking rests on texture's alone
-    head = grain.table().splitlines()[0]
-    assert "on grid" in head and "on texture" in head and "0.61" in grain.table()
-    assert sel({"": (0.45, 0.58), "scoring.v=4": (0.62, 0.61)}).blind_sources == ()  # one candidate finds them
-    assert not replace(found, source_objectives={"": (0.45, 0.58), "scoring.v=4": (0.62, 0.61)}).cannot_rank
-    nothing = sel({"": (0.45, 0.5), "scoring.v=4": (0.5, 0.52)})  # neither: near_chance's case, not a source's
-    assert nothing.blind_sources == () and "filled from" not in nothing.warning()
+    head = sel({"": (0.45, 0.58), "scoring.v=4": (0.59, 0.61)}).table().splitlines()
+    assert "on grid" in head[0] and "on texture" in head[0] and "0.61" in head[-1]
     one = Selection(rows, "scoring.v=4", 4, 4, True, ("grid",))
-    assert one.blind_sources == () and "on grid" not in one.table()
+    assert "on grid" not in one.table()
     folder = sel({"": (0.7, 0.7), "scoring.v=4": (0.7, 0.7)}, ("grid", "/data/dtd/banded"))
     assert "on banded" in folder.table()  # a folder source by its name
 
 
-def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_do():
-    from ddad.methods import METHODS
+def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_do(monkeypatch):
+    from ddad.config import apply_overrides
+    from ddad.methods import METHODS, RECIPES
 
-    c = auto_candidates(METHODS["ddad"])
-    assert c[0] == "" and len(c) == 1 + int(np.prod([len(v) for v in METHODS["ddad"].auto_grid.values()]))
-    assert "sampling.start_level=500,scoring.v=16,scoring.memory=0" in c and "scoring.memory=4" in c[-1]
-    for name, cls in METHODS.items():  # every key of every auto grid is an inference setting of a trained model
-        for cand in (auto_candidates(cls) if cls.auto_grid else [])[1:]:
-            from ddad.config import apply_overrides
-
+    c = auto_candidates("ddad")
+    assert c[0] == "" and len(c) == 1 + int(np.prod([len(v) for v in RECIPES["ddad"].grid.values()]))
+    assert "sampling.start_level=500,scoring.v=16,scoring.memory=0" in c and "scoring.memory=16" in c[-1]
+    for name in METHODS:  # every key of every auto grid is an inference setting of a trained model
+        for cand in auto_candidates(name)[1:]:
             apply_overrides(DDADConfig(method=name), split_candidate(cand))
-    # DDAD's grid and fallback need three reconstructions of the proxy: T' 250 and 500 with the memory on D_f's
-    # layers (the m = 0 candidates recombined from them), and T' 250 with the fallback's memory on layers 1-3
-    ddad = METHODS["ddad"]
-    cfgs, groups = candidate_groups(ddad, DDADConfig(), c + [ddad.auto_fallback])
-    assert len(groups) == 3 and "" in next(iter(groups.values()))
+    # DDAD's grid needs two reconstructions of the proxy: T' 250 and 500 with the memory on D_f's layers (the m = 0
+    # candidates, and the model as saved, recombined from them)
+    cfgs, groups = candidate_groups(METHODS["ddad"], DDADConfig(), c)
+    assert len(groups) == 2 and "" in next(iter(groups.values()))
     assert all(cfgs[m[0]].scoring.memory > 0 for m in groups.values())
-    assert sorted(cfgs[m[0]].sampling.start_level for m in groups.values()) == [250, 250, 500]
-    empty = [cls for cls in METHODS.values() if not cls.auto_grid]
-    for cls in empty:
-        with pytest.raises(ValueError, match="ddad select --grid"):
-            auto_candidates(cls)
+    assert sorted(cfgs[m[0]].sampling.start_level for m in groups.values()) == [250, 500]
+    monkeypatch.delitem(RECIPES, "ran")
+    with pytest.raises(ValueError, match="ddad select --grid"):
+        auto_candidates("ran")
 
 
 def test_a_best_objective_near_chance_is_flagged():
@@ -147,38 +135,12 @@ def test_a_best_objective_near_chance_is_flagged():
     assert sel(float("nan")).near_chance
 
 
-def test_a_fallback_chosen_where_the_proxy_cannot_rank_is_shown_beside_the_proxys_best():
-    rows = {c: Metrics(0.55, 0.55, 0.4).with_extra(objective=o)
-            for c, o in (("", 0.5), ("scoring.v=16", 0.53), ("scoring.memory=16", 0.51))}
-    sel = Selection(rows, "scoring.memory=16", 4, 4, True, ("grid",), proxy_best="scoring.v=16",
-                    draw_objectives={"": (0.5, 0.5), "scoring.v=16": (0.52, 0.54), "scoring.memory=16": (0.5, 0.5)})
-    assert sel.fell_back and sel.near_chance and sel.top_objective == 0.53
-    assert not sel.uncertain  # the fallback won no draw, but the draws did not choose it
-    w = sel.warning()
-    assert "0.530" in w and "fallback scoring.memory=16 was chosen" in w and "proxy's best, scoring.v=16" in w
-    assert "scoring.memory=16 <- best" in sel.table() and "scoring.v=16 <- proxy's best" in sel.table()
-    plain = replace(sel, best="scoring.v=16", proxy_best=None)
-    assert not plain.fell_back and "fallback" not in plain.warning() and "proxy's best" not in plain.table()
-    # a fallback scored beside the grid but not ranked with it: the proxy's findings are the grid's alone, even where
-    # the fallback scores higher on every draw and source
-    top = {**rows, "scoring.memory=16": Metrics(0.9, 0.9, 0.9).with_extra(objective=0.9)}
-    unr = Selection(top, "scoring.memory=16", 4, 4, True, ("grid", "texture"), proxy_best="scoring.v=16",
-                    draw_objectives={"": (0.5, 0.5), "scoring.v=16": (0.52, 0.54), "scoring.memory=16": (0.9, 0.9)},
-                    source_objectives={"": (0.5, 0.8), "scoring.v=16": (0.52, 0.8), "scoring.memory=16": (0.9, 0.9)},
-                    unranked=("scoring.memory=16",))
-    assert unr.ranked == ["", "scoring.v=16"] and unr.top_objective == 0.53 and unr.near_chance
-    assert unr.wins == {"": 0, "scoring.v=16": 2, "scoring.memory=16": 0} and unr.blind_sources == ("grid",)
-    assert "scoring.memory=16 <- best (fallback, not ranked)" in unr.table()
-    assert replace(unr, unranked=()).blind_sources == ()  # ranked, it would have found the grid's defects
-
-
-def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_or_a_source_is_blind(tiny_model, tmp_path,
-                                                                                          monkeypatch, capsys, caplog):
+def test_the_proxys_best_is_chosen_whatever_its_findings(tiny_model, tmp_path, monkeypatch, capsys):
     import shutil
 
     import ddad.selection as selection
     from ddad.cli import main
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES, Recipe
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
@@ -186,62 +148,34 @@ def test_auto_falls_back_without_growing_the_proxy_only_where_it_is_near_chance_
     real_proxy_set = selection.proxy_set
 
     def recording_proxy_set(nominal, spec, seed=0, sources=None, draws=1):
-        built.append(draws)
+        built.append((draws, spec.foreground))
         return real_proxy_set(nominal, spec, seed, sources, draws)
 
     def fake_metrics(det, cfg, cal_maps, maps, proxy):
         # pooled: v=4 best; alone, v=1 wins draw 0 and v=16 the others: the best is uncertain
         v, n = cfg.scoring.v, int(proxy.draw.max()) + 1
-        o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01, 2.0: level.get("v2", -0.01)}[v]
+        o = level["objective"] + {1.0: 0.0, 4.0: 0.02, 16.0: 0.01}[v]
         per_draw = tuple(o + (0.05 if (v == 1.0) == (j == 0) and v in (1.0, 16.0) else 0.0) for j in range(n))
-        return Metrics(o, o, o), per_draw, (level.get("grid", o), o)
+        return Metrics(o, o, o), per_draw, (o, o)
 
     monkeypatch.setattr(selection, "proxy_set", recording_proxy_set)
     monkeypatch.setattr(selection, "recombined_metrics", fake_metrics)
-    cands = ["", "scoring.v=4", "scoring.v=16", "scoring.v=2"]
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2")
-    assert sel.best == "scoring.v=2" and sel.proxy_best == "scoring.v=4" and sel.fell_back
-    assert built == [2] and sel.draws == 2 and not sel.grew  # near chance: not grown
+    cands = ["", "scoring.v=4", "scoring.v=16"]
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2)
+    # near chance and uncertain: both reported, neither acted on (the proxy is measured once, on its draws)
+    assert sel.best == "scoring.v=4" and sel.near_chance and sel.uncertain and built == [(2, PROXY_FOREGROUND)]
+    assert "chance" in sel.warning() and "uncertain" in sel.warning()
     built.clear()
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4)  # no fallback
-    assert sel.best == "scoring.v=4" and not sel.fell_back and built == [2, 4] and sel.near_chance
-    built.clear()
-    level["objective"] = 0.75  # the proxy finds the defects: its best, whatever the fallback
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2")
-    assert sel.best == "scoring.v=4" and not sel.fell_back and built == [2, 4]
-    built.clear()
-    level["grid"] = 0.55  # found on texture, but no candidate finds the grid's defects: the fallback, not grown
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2",
-                          proxy_source="grid,texture")
-    assert sel.best == "scoring.v=2" and sel.proxy_best == "scoring.v=4" and built == [2]
-    assert sel.blind_sources == ("grid",) and not sel.near_chance and "fallback scoring.v=2 was chosen" in sel.warning()
-    del level["grid"]
-    level["v2"] = 0.1  # the fallback tops a proxy that can rank: its best where ranked, the grid's where not
-    assert select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4,
-                           fallback="scoring.v=2").best == "scoring.v=2"
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4, fallback="scoring.v=2",
-                          unranked=("scoring.v=2",))
-    assert sel.best == "scoring.v=4" and not sel.fell_back and "scoring.v=2" in sel.rows
-    del level["v2"]
-    with pytest.raises(ValueError, match="every candidate is unranked"):
-        select_settings(model, ["scoring.v=2"], progress=False, unranked=("scoring.v=2",))
-    with pytest.raises(ValueError, match="must be one of the candidates"):
-        select_settings(model, cands[:2], progress=False, fallback="scoring.v=2")
+    level["objective"] = 0.75
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, proxy_foreground="none")
+    assert sel.best == "scoring.v=4" and not sel.near_chance and built == [(2, "none")] and sel.foreground == "none"
 
-    level["objective"] = 0.55
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 4, 16)})
-    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=2")  # added to the candidates
+    monkeypatch.setitem(RECIPES, "ddad", Recipe({"scoring.v": (1, 4, 16)}))
     assert main(["select", "--model", str(model), "--auto", "--proxy-draws", "2", "--apply"]) == 0
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
-    assert saved["best"] == "scoring.v=2" and saved["fallback"] and saved["proxy_best"] == "scoring.v=4"
-    assert saved["unranked"] == ["scoring.v=2"]  # auto added it to the grid: shown, not ranked
-    assert "fallback scoring.v=2 was chosen" in out and "scoring.v=2" in saved["rows"]
-    assert main(["select", "--model", str(model), "--auto", "--proxy-draws", "2", "--no-fallback", "--apply"]) == 0
-    saved = json.loads((model / "selection.json").read_text())
-    assert saved["best"] == "scoring.v=4" and not saved["fallback"] and "scoring.v=2" not in saved["rows"]
-    assert main(["select", "--model", str(model), "--grid", "scoring.v", "4", "--no-fallback"]) == 2
-    assert "--no-fallback belongs to --auto" in caplog.text
+    assert saved["best"] == "scoring.v=4" and saved["proxy_foreground"] == PROXY_FOREGROUND and "on the part" in out
+    assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=4", "scoring.v=16"} and saved["uncertain"]
 
 
 def test_a_proxy_every_candidate_aces_is_flagged_as_saturated():
@@ -283,7 +217,7 @@ def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_
     assert list(sel.rows) == ["", "scoring.sigma=2.0", "sampling.steps=1"]
     assert sel.best in sel.rows and sel.shared  # the tiny category has too few held-out images to split
     for m in sel.rows.values():
-        assert 0 <= m.extra["objective"] <= 1 and sel.draws == (MORE_DRAWS if sel.grew else 1) * PROXY_DRAWS
+        assert m.extra["objective"] == m.image_auroc and sel.draws == PROXY_DRAWS
         assert m.n_images == (1 + sel.draws) * sel.n_proxy and m.n_anomalous == sel.draws * sel.n_proxy
     assert Detector.load(model).cfg == Detector.load(tiny_model).cfg  # trying candidates leaves the model alone
     assert main(["select", "--model", str(model), "--grid", "scoring.sigma", "0.5", "3.0", "--apply",
@@ -291,7 +225,7 @@ def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.sigma=0.5", "scoring.sigma=3.0"} and saved["best"] in out
-    assert saved["proxy_draws_first"] == 2 and saved["proxy_draws"] in (2, 2 * MORE_DRAWS) and "draws won" in out
+    assert saved["proxy_draws"] == 2 and "draws won" in out
     want = {"": 1.0, "scoring.sigma=0.5": 0.5, "scoring.sigma=3.0": 3.0}[saved["best"]]
     assert Detector.load(model).cfg.scoring.sigma == want
     with pytest.raises(ValueError, match="other settings"):  # a trained section is not an inference setting
@@ -304,6 +238,7 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
     from dataclasses import replace
 
     import ddad.pipeline as pipeline
+    import ddad.selection
     from ddad.config import apply_overrides
     from ddad.detector import Detector
     from ddad.metrics import MapAccumulator
@@ -321,7 +256,7 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
         opened.append(cfg)
         return real_copy(model_dir, cfg, *a, **k)
 
-    monkeypatch.setattr(pipeline, "trial_copy", counting_copy)
+    monkeypatch.setattr(ddad.selection, "trial_copy", counting_copy)  # where select_settings finds it
     with pytest.raises(ValueError, match="draws must be 1 or more"):  # refused before any copy is calibrated
         select_settings(model, cands, progress=False, draws=0)
     assert opened == []
@@ -332,13 +267,13 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
         return real_terms(self, images, on_batch)
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
-    sel = select_settings(model, cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
+    sel = select_settings(model, cands, progress=False, strengths=(1.0,))
     assert list(sel.rows) == cands and len(opened) == 3 and opened[0].scoring.memory == 1
     n = sel.n_calibration  # per group: the copy's calibration, then the proxy; the calibration's terms are reused
     assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 3
     monkeypatch.setattr(Detector, "terms_maps", real_terms)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the candidates' maps do differ
-    monkeypatch.setattr(pipeline, "trial_copy", real_copy)
+    monkeypatch.setattr(ddad.selection, "trial_copy", real_copy)
     assert_scored_as_if_each_ran_alone(model, cands, sel)
 
 
@@ -353,7 +288,8 @@ def assert_scored_as_if_each_ran_alone(model, cands, sel):
 
     cfg0 = Detector.load(model).cfg
     cal, nominal, _ = held_out_split(cfg0)
-    proxy = proxy_set(nominal, replace(proxy_spec(cfg0), strength=sel.strength), 0, draws=sel.draws)
+    proxy = proxy_set(nominal, replace(proxy_spec(cfg0), strength=sel.strength, foreground=sel.foreground), 0,
+                      draws=sel.draws)
     for c in cands:  # the reference: a copy of the model per candidate, re-calibrated, predicting the proxy
         with trial_copy(model, apply_overrides(cfg0, split_candidate(c)), calibration=cal) as det:
             pred = det.predict(proxy.images)
@@ -371,6 +307,7 @@ def test_a_methods_term_weights_are_recombined_from_one_set_of_terms_exactly_as_
     """D3AD's lambda and RAN's alpha (Detector.combine_options) weigh terms computed once; a changed start level or
     noise scale is a set of terms of its own."""
     import ddad.pipeline as pipeline
+    import ddad.selection
     from ddad.config import apply_overrides
     from ddad.data import load_dataset
     from ddad.detector import Detector
@@ -393,10 +330,10 @@ def test_a_methods_term_weights_are_recombined_from_one_set_of_terms_exactly_as_
         opened.append(cfg)
         return real_copy(model_dir, cfg, *a, **k)
 
-    monkeypatch.setattr(pipeline, "trial_copy", counting_copy)
-    sel = select_settings(tmp_path / "m", cands, progress=False, strengths=(1.0,), max_draws=PROXY_DRAWS)
+    monkeypatch.setattr(ddad.selection, "trial_copy", counting_copy)  # where select_settings finds it
+    sel = select_settings(tmp_path / "m", cands, progress=False, strengths=(1.0,))
     assert len(opened) == 2  # one set of terms per start level / noise scale
-    monkeypatch.setattr(pipeline, "trial_copy", real_copy)
+    monkeypatch.setattr(ddad.selection, "trial_copy", real_copy)
     assert len({round(m.pixel_auroc, 6) for m in sel.rows.values()}) > 2  # the weights do change the maps
     assert_scored_as_if_each_ran_alone(tmp_path / "m", cands, sel)
 
@@ -405,13 +342,13 @@ def test_every_auto_grid_is_made_of_settings_a_trained_model_takes():
     """A key of an auto grid is a shared inference section or one of the method's inference options, and a weight
     recombined from shared terms is one of those options."""
     from ddad.config import METHOD_SECTIONS
-    from ddad.methods import METHODS
+    from ddad.methods import METHODS, RECIPES
     from ddad.pipeline import REDONE_SECTIONS
 
+    assert set(RECIPES) == set(METHODS), "every method has a label-free recipe"
     for name, cls in METHODS.items():
-        assert cls.auto_grid, f"{name} has no label-free recipe"
         assert set(cls.combine_options) <= set(cls.inference_options)
-        for key in cls.auto_grid:
+        for key in RECIPES[name].grid:
             section, option = key.split(".", 1)
             assert section in REDONE_SECTIONS or (section == METHOD_SECTIONS[name]
                                                   and option in cls.inference_options), (name, key)
@@ -421,12 +358,13 @@ def test_glad_is_ranked_on_defects_unlike_the_ones_its_training_pastes():
     """GLAD's ATP repaints Perlin-shaped defects filled from glad.anomalies.source; its --auto proxy uses another
     shape and contents other than that source, and the other methods keep the Perlin proxy from both sources."""
     from ddad.config import AnomalyConfig
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES
 
-    shape, sources = METHODS["glad"].auto_proxy
+    glad = RECIPES["glad"]
     atp = AnomalyConfig()
-    assert shape != atp.shape and atp.source not in proxy_sources(sources)
-    assert all(METHODS[m].auto_proxy == ("perlin", "grid,texture") for m in ("ddad", "d3ad", "ran"))
+    assert glad.proxy_shape != atp.shape and atp.source not in proxy_sources(glad.proxy_sources)
+    assert all((RECIPES[m].proxy_shape, RECIPES[m].proxy_sources) == ("perlin", "grid,texture")
+               for m in ("ddad", "d3ad", "ran"))
 
 
 def test_the_held_out_halves_are_capped_so_the_selection_cost_does_not_grow_with_the_dataset(tmp_path, monkeypatch):
@@ -439,7 +377,7 @@ def test_the_held_out_halves_are_capped_so_the_selection_cost_does_not_grow_with
     cfg = apply_overrides(DDADConfig(), [f"data.root={root}", "data.image_size=16", "data.val_fraction=0.5"])
     cal, nominal, shared = selection.held_out_split(cfg)  # 20 held out: two halves of 10
     assert cal.shape[0] == nominal.shape[0] == 10 and not shared
-    monkeypatch.setattr(selection, "MAX_HALF", 8)
+    monkeypatch.setattr(selection.proxy, "MAX_HALF", 8)  # where held_out_split reads it
     cal8, nominal8, shared8 = selection.held_out_split(cfg)
     assert cal8.shape[0] == nominal8.shape[0] == 8 and not shared8
     held = torch.cat([cal, nominal])  # every capped image is a held-out one, none in both halves
@@ -469,10 +407,8 @@ def test_the_progress_bar_counts_every_image_the_terms_see(tiny_model, tmp_path,
 
     monkeypatch.setattr(selection, "tqdm", Bar)
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
-    monkeypatch.setattr(Selection, "uncertain", property(lambda self: self.draws < 4))  # grows 2 -> 4 draws
-    sel = select_settings(model, ["", "scoring.v=4", "scoring.memory=1"], progress=True, draws=2, max_draws=4)
-    assert sel.grew and len(bars) == 1
-    assert bars[0].n == bars[0].total == sum(seen)  # the total, raised by probes and growth, is what was done
+    select_settings(model, ["", "scoring.v=4", "scoring.memory=1"], progress=True, draws=2)
+    assert len(bars) == 1 and bars[0].n == bars[0].total == sum(seen)  # the total, raised by probes, is what was done
     assert "select" in capsys.readouterr().err
 
 
@@ -481,31 +417,29 @@ def test_select_auto_runs_the_methods_grid_on_both_proxy_sources(tiny_model, tmp
 
     from ddad.cli import main
     from ddad.detector import Detector
-    from ddad.methods import METHODS
+    from ddad.methods import RECIPES, Recipe
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
-    monkeypatch.setattr(METHODS["ddad"], "auto_grid", {"scoring.v": (1, 8)})  # two candidates: plumbing, not accuracy
-    monkeypatch.setattr(METHODS["ddad"], "auto_fallback", "scoring.v=8")  # already a candidate: not added twice
+    monkeypatch.setitem(RECIPES, "ddad", Recipe({"scoring.v": (1, 8)}))  # two candidates: plumbing, not accuracy
     assert main(["select", "--model", str(model), "--auto", "--try", "scoring.sigma=2.0", "--apply"]) == 0
     out = capsys.readouterr().out
     saved = json.loads((model / "selection.json").read_text())
     assert set(saved["rows"]) == {"", "scoring.v=1", "scoring.v=8", "scoring.sigma=2.0"}
-    cannot_rank = saved["near_chance"] or bool(saved["blind_sources"])
-    assert saved["fallback"] == (cannot_rank and saved["proxy_best"] != "scoring.v=8")
-    assert saved["best"] == "scoring.v=8" or not saved["fallback"]
+    assert saved["best"] in saved["rows"] and saved["best"] == max(
+        saved["rows"], key=lambda c: (saved["rows"][c]["image_auroc"], c == ""))  # the proxy image AUROC's best
     assert saved["proxy_sources"] == ["grid", "texture"] and "grid, texture" in out
     n = saved["n_proxy_nominal"]
     k = saved["proxy_draws"]
-    assert saved["proxy_draws_first"] == PROXY_DRAWS and k in (PROXY_DRAWS, MORE_DRAWS * PROXY_DRAWS)
+    assert k == PROXY_DRAWS
     assert sum(saved["draws_won"].values()) == k and isinstance(saved["uncertain"], bool)
     assert all(r["n_images"] == (1 + 2 * k) * n and r["n_anomalous"] == 2 * k * n for r in saved["rows"].values())
     assert all(len(v) == k for v in saved["draw_objectives"].values())
     assert all(set(v) == {"grid", "texture"} and all(0 <= o <= 1 for o in v.values())
                for v in saved["source_objectives"].values()) and set(saved["source_objectives"]) == set(saved["rows"])
-    assert set(saved["blind_sources"]) <= {"grid", "texture"} and "on texture" in out
+    assert "on texture" in out
     assert isinstance(saved["near_chance"], bool) and isinstance(saved["saturated"], bool)
-    assert ("WARNING" in out) == (cannot_rank or saved["saturated"] or saved["uncertain"])
+    assert ("WARNING" in out) == (saved["near_chance"] or saved["saturated"] or saved["uncertain"])
     cfg = Detector.load(model).cfg
     want = {"": (1.0, 1.0), "scoring.v=1": (1.0, 1.0), "scoring.v=8": (8.0, 1.0), "scoring.sigma=2.0": (1.0, 2.0)}
     assert (cfg.scoring.v, cfg.scoring.sigma) == want[saved["best"]]
@@ -572,46 +506,3 @@ def test_a_proxy_the_saved_model_aces_is_made_fainter_before_the_candidates_are_
     assert "at 0.5 of full contrast" in capsys.readouterr().out
 
 
-def test_an_uncertain_choice_grows_the_proxy_measuring_only_the_new_draws(tiny_model, tmp_path, monkeypatch, capsys):
-    import shutil
-
-    import ddad.selection as selection
-    from ddad.cli import main
-    from ddad.detector import Detector
-
-    model = tmp_path / "m"
-    shutil.copytree(tiny_model, model)
-    cands = ["", "scoring.v=4", "scoring.memory=1", "sampling.steps=1"]  # two sets of terms (m = 0 from m = 1's)
-    # the real rule needs a near tie, which a tiny model does not make on demand: here 2 draws are always uncertain
-    monkeypatch.setattr(Selection, "uncertain", property(lambda self: self.draws < 4))
-    measured, real_terms = [], Detector.terms_maps
-
-    def counting_terms(self, images, on_batch=None):
-        measured.append(images.shape[0])
-        return real_terms(self, images, on_batch)
-
-    monkeypatch.setattr(Detector, "terms_maps", counting_terms)
-    grown = select_settings(model, cands, progress=False, strengths=(1.0,), draws=2, max_draws=4)
-    n, p = grown.n_calibration, grown.n_proxy
-    assert grown.draws == 4 and grown.first_draws == 2 and grown.grew
-    assert measured == [n, 3 * p] * 2 + [n, 2 * p] * 2  # the second pass measures the two new draws only
-    monkeypatch.setattr(Detector, "terms_maps", real_terms)
-    at_once = select_settings(model, cands, progress=False, strengths=(1.0,), draws=4, max_draws=4)
-    assert not at_once.grew and at_once.best == grown.best
-    for c in cands:  # the grown proxy is the four-draw proxy, scored the same (up to float rounding: the images are
-        # reconstructed in other batches, which can swap the order of near-equal pixels)
-        assert grown.draw_objectives[c] == pytest.approx(at_once.draw_objectives[c], abs=1e-4)
-        for k in ("image_auroc", "pixel_auroc", "pro"):
-            assert getattr(grown.rows[c], k) == pytest.approx(getattr(at_once.rows[c], k), abs=1e-4), (c, k)
-    settled = select_settings(model, cands, progress=False, strengths=(1.0,), draws=4)  # certain: no growth
-    assert settled.draws == 4 and not settled.grew
-    with pytest.raises(ValueError, match="at least as many"):
-        select_settings(model, cands, progress=False, draws=3, max_draws=2)
-    monkeypatch.setattr(selection, "MORE_DRAWS", 2)  # the default: MORE_DRAWS times the first draws
-    assert main(["select", "--model", str(model), "--grid", "scoring.v", "4", "--proxy-draws", "2", "--apply"]) == 0
-    assert "grown from 2" in capsys.readouterr().out
-    saved = json.loads((model / "selection.json").read_text())
-    assert saved["proxy_draws"] == 4 and saved["proxy_draws_first"] == 2
-    assert main(["select", "--model", str(model), "--grid", "scoring.v", "4", "--proxy-draws", "2",
-                 "--proxy-max-draws", "2"]) == 0  # never grown
-    assert "grown" not in capsys.readouterr().out

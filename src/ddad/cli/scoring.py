@@ -153,15 +153,17 @@ def args_info(s: argparse.ArgumentParser) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..diffusion import PRESETS, build_unet, count_parameters
     from ..features import BACKBONES
-    from ..methods import METHODS
+    from ..methods import METHODS, RECIPES
 
     print(f"ddad {__version__}\n\nmethods (config key `method`, or --method):")
     for name, cls in METHODS.items():
         print(f"  {name:6s} {cls.summary}")
-        grid = " x ".join(f"{k} {{{', '.join(map(str, v))}}}" for k, v in cls.auto_grid.items())
-        print(f"         --auto tries: {grid or 'nothing (no default grid; ddad select --grid ...)'}")
-        shape, sources = cls.auto_proxy
-        print(f"         on proxy defects: {shape} shapes filled from {sources.replace(',', ' and ')}")
+        recipe = RECIPES.get(name)
+        grid = " x ".join(f"{k} {{{', '.join(map(str, v))}}}" for k, v in (recipe.grid if recipe else {}).items())
+        print(f"         --auto tries: {grid or 'nothing (no recipe; ddad select --grid ...)'}")
+        if recipe:
+            print(f"         on proxy defects: {recipe.proxy_shape} shapes filled from "
+                  f"{recipe.proxy_sources.replace(',', ' and ')}, on the part")
     print("\nUNet presets:")
     for name, p in PRESETS.items():
         n = count_parameters(build_unet(name, p.image_size, p.in_channels)) / 1e6

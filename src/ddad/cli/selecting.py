@@ -3,31 +3,30 @@ Each command's arguments sit above its handler."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import add_common
 
 
 def require_auto_grids(methods) -> None:
-    """A method without an auto grid fails before anything is trained, not after (baselines have none to need)."""
+    """A method without a recipe fails before anything is trained, not after (baselines have none to need)."""
     from ..methods import METHODS
     from ..selection import auto_candidates
 
     for m in methods:
         if m in METHODS:
-            auto_candidates(METHODS[m])
+            auto_candidates(m)
 
 
-def auto_select_and_print(model: str, method_cls, device: str, seed: int, extra: list[str] = (),
+def auto_select_and_print(model: str, device: str, seed: int, extra: list[str] = (),
                           proxy_source: str | None = None, data: str | None = None, apply: bool = True,
                           strengths: tuple[float, ...] | None = None, draws: int | None = None,
-                          max_draws: int | None = None, fallback: bool = True, proxy_shape: str | None = None):
+                          proxy_shape: str | None = None, proxy_foreground: str | None = None):
     """The label-free recipe (ddad.selection.auto_select), its table printed."""
     from ..selection import STRENGTHS, auto_select
 
-    sel = auto_select(model, method_cls, seed, device, extra, proxy_source, data, apply,
+    sel = auto_select(model, seed, device, extra, proxy_source, data, apply,
                       strengths=tuple(strengths or STRENGTHS),
-                      draws=draws, max_draws=max_draws, fallback=fallback, proxy_shape=proxy_shape)
+                      draws=draws, proxy_shape=proxy_shape, proxy_foreground=proxy_foreground)
     print_selection(sel)
     if apply:
         print(f"saved into {model} (selection.json beside it)")
@@ -39,9 +38,9 @@ def print_selection(sel) -> None:
 
     faint = "" if sel.strength == 1 else (f" at {sel.strength:g} of full contrast (the model as saved found every "
                                           f"defect at {', '.join(f'{k:g}' for k, v in sel.probes.items() if v >= SATURATED)})")
-    grew = f", grown from {sel.first_draws}: the ranking on those was uncertain" if sel.grew else ""
-    per = (f"per defect source ({', '.join(sel.sources)}; {sel.shape} shapes)"
-           + (f" and draw ({sel.draws} draws{grew})" if sel.draws > 1 else ""))
+    where = "on the part (unlike the image border)" if sel.foreground == "object" else "anywhere"
+    per = (f"per defect source ({', '.join(sel.sources)}; {sel.shape} shapes {where})"
+           + (f" and draw ({sel.draws} draws)" if sel.draws > 1 else ""))
     print(f"\nproxy set: {sel.n_proxy} held-out nominal images and, {per}, the same with synthetic defects{faint}; "
           f"calibrated on {sel.n_calibration}"
           f"{' (the same images: too few to split)' if sel.shared else ''}\n")
@@ -64,11 +63,9 @@ def args_select(s: argparse.ArgumentParser) -> None:
     s.add_argument("--proxy-strength", nargs="+", type=float, metavar="S",
                    help="defect contrasts tried while every defect is found (default: 1 0.5 0.25)")
     s.add_argument("--proxy-draws", type=int, metavar="K", help="draws of synthetic defects (default: 3)")
-    s.add_argument("--proxy-max-draws", type=int, metavar="M",
-                   help="draws an uncertain choice grows to (default: 3 K; K: never)")
+    s.add_argument("--proxy-foreground", choices=("object", "none"),
+                   help="defects only where the image is unlike its border (default: object), or anywhere")
     s.add_argument("--auto", action="store_true", help="the label-free recipe: the method's own grid and proxy")
-    s.add_argument("--no-fallback", action="store_true",
-                   help="with --auto: keep the proxy's best where it cannot rank the candidates")
     s.add_argument("--apply", action="store_true", help="save the best into the model, with selection.json")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
@@ -78,23 +75,16 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     candidates = candidates_from_grid(args.grid, args.tries)
     if args.auto:
-        from ..checkpoint import load_json
-        from ..methods import METHODS
-
-        # the method's name from model.json (models from before methods are DDAD); select_settings loads the model
-        method = load_json(Path(args.model) / "model.json")["config"].get("method", "ddad")
-        auto_select_and_print(args.model, METHODS[method], args.device, args.seed, candidates[1:], args.proxy_source,
-                     args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_max_draws,
-                     not args.no_fallback, args.proxy_shape)
+        auto_select_and_print(args.model, args.device, args.seed, candidates[1:], args.proxy_source,
+                     args.data, args.apply, args.proxy_strength, args.proxy_draws, args.proxy_shape,
+                     args.proxy_foreground)
         return 0
-    if args.no_fallback:
-        raise ValueError("--no-fallback belongs to --auto (a --grid/--try selection has no fallback): add --auto, or "
-                         "leave --no-fallback out")
     if len(candidates) == 1:
         raise ValueError("nothing to choose from: give --grid KEY V1 V2 ... and/or --try K=V[,K=V], or --auto")
     sel = select_settings(args.model, candidates, args.data, args.seed, args.device, proxy_source=args.proxy_source,
                           strengths=tuple(args.proxy_strength or STRENGTHS),
-                          draws=args.proxy_draws, max_draws=args.proxy_max_draws, proxy_shape=args.proxy_shape)
+                          draws=args.proxy_draws, proxy_shape=args.proxy_shape,
+                          proxy_foreground=args.proxy_foreground)
     print_selection(sel)
     if args.apply:
         apply_selection(args.model, sel, args.device)

@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             run_adapt(args.out, device=args.device)
             print(f"adapted feature extractor saved to {args.out}/extractor.safetensors")
-        auto_select_and_print(args.out, type(det), args.device, cfg.data.seed)
+        auto_select_and_print(args.out, args.device, cfg.data.seed)
     return 0
 
 

@@ -6,7 +6,7 @@ masks are known):
 
     mask   = Perlin noise (random frequency) > threshold (shape "perlin", DRAEM's), or CutPaste's shapes (shape
              "cutpaste", Li et al. 2021: a rectangle or a thin rotated scar), restricted to the object's foreground if
-             asked (Otsu on the grey image, or a given mask); never empty for an anomalous sample
+             asked (the pixels unlike the image border, or a given mask); never empty for an anomalous sample
     source = the image's own grid cells shuffled (default), the image itself displaced and colour-jittered ("patch",
              CutPaste's content), a generated colour texture, or an image from a local texture folder (e.g. DTD,
              which cannot be downloaded here)
@@ -28,12 +28,13 @@ from ..imagefiles import IMAGE_EXTENSIONS
 from .synthetic import to_gray
 
 __all__ = ["AnomalySpec", "SyntheticAnomaly", "perlin_noise", "perlin_mask", "cutpaste_mask", "displaced_patch",
-           "otsu_foreground", "shuffled_grid",
-           "generated_texture", "synthesize", "synthesize_batch"]
+           "object_foreground", "shuffled_grid",
+           "generated_texture", "spec_from_config", "synthesize", "synthesize_batch"]
 
 
 SOURCES = ("grid", "patch", "texture")  # the built-in defect contents (besides a folder of texture images)
 SHAPES = ("perlin", "cutpaste")
+FOREGROUNDS = ("none", "object")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class AnomalySpec:
     threshold: float = 0.5  # Perlin noise above this is the defect (DRAEM: 0.5)
     min_scale: int = 0  # Perlin lattice 2**k cells per side, k drawn in [min_scale, max_scale) (DRAEM: 0..6 at 256)
     max_scale: int = 6
-    foreground: str = "none"  # none | otsu (objects on a plain background: defects only on the object)
+    foreground: str = "none"  # none | object (defects only where the image is unlike its border: object_foreground)
     source: str = "grid"  # grid (the image's own shuffled cells) | patch (the image displaced, colour-jittered) |
     # texture (generated) | a folder of texture images
     grid: int = 8  # cells per side for source=grid
@@ -61,13 +62,19 @@ class AnomalySpec:
             raise ValueError(f"strength must be in (0, 1] (1 = the full DRAEM blend), got {self.strength}")
         if not 0 <= self.min_scale < self.max_scale:
             raise ValueError(f"need 0 <= min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
-        if self.foreground not in ("none", "otsu"):
-            raise ValueError(f"foreground must be none or otsu, got {self.foreground!r}")
+        if self.foreground not in FOREGROUNDS:
+            raise ValueError(f"foreground must be {' or '.join(FOREGROUNDS)}, got {self.foreground!r}")
         if self.source not in SOURCES and not Path(self.source).is_dir():
             raise ValueError(f"source must be {', '.join(SOURCES)} or an existing folder of texture images, got "
                              f"{self.source!r}")
         if self.shape not in SHAPES:
             raise ValueError(f"shape must be {' or '.join(SHAPES)}, got {self.shape!r}")
+
+
+def spec_from_config(a) -> AnomalySpec:
+    """The AnomalySpec of a config's anomaly section (ddad.config.AnomalyConfig: the same fields)."""
+    return AnomalySpec(a.probability, a.beta_max, a.threshold, a.min_scale, a.max_scale, a.foreground, a.source,
+                       a.grid, a.shape)
 
 
 @dataclass(frozen=True)
@@ -158,18 +165,32 @@ def displaced_patch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((moved - mean) * gain + mean + shift, 0, 1)
 
 
-def otsu_foreground(image: np.ndarray) -> np.ndarray:
-    """(H, W) bool foreground of an (H, W, 3) image in [0, 1]: Otsu's threshold on the grey values, the side that
-    does not touch most of the border (objects photographed on a plain background)."""
-    grey = image.mean(axis=-1)
-    hist, edges = np.histogram(grey, bins=256, range=(0.0, 1.0))
-    p = hist / max(hist.sum(), 1)
-    omega, mu = np.cumsum(p), np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
-    between = (mu[-1] * omega - mu) ** 2 / np.clip(omega * (1 - omega), 1e-12, None)
-    t = edges[int(np.argmax(between)) + 1]
-    fg = grey > t
-    border = np.concatenate([fg[0], fg[-1], fg[:, 0], fg[:, -1]])
-    return ~fg if border.mean() > 0.5 else fg
+def object_foreground(image: np.ndarray, quantile: float = 0.99, min_fraction: float = 0.05) -> np.ndarray:
+    """(H, W) bool: where an (H, W, 3) image in [0, 1] shows the inspected part, the pixels unlike its border.
+
+    Objects are photographed on a background that fills the image border; the border pixels therefore sample the
+    background. A pixel is foreground when its colour (smoothed, distance to the border's median colour) or its local
+    contrast (grey-level standard deviation) exceeds the `quantile` of the border's values, with holes filled (a part's
+    dark interior is part). This finds dark parts on a dark background too (tire), where a grey-level threshold picks
+    the specular highlight. On a texture filling the frame the border samples the texture itself: only about
+    1 - quantile of the pixels exceed it, scattered, so below `min_fraction` of the image the whole image is
+    foreground."""
+    from scipy import ndimage
+
+    h, w = image.shape[:2]
+    sigma = max(h, w) / 128  # 2 px at 256 px: sensor noise smoothed, edges kept
+    border = np.zeros((h, w), bool)
+    border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
+    smooth = ndimage.gaussian_filter(image.astype(np.float64), (sigma, sigma, 0))
+    colour = np.sqrt(((smooth - np.median(smooth[border], axis=0)) ** 2).sum(-1))
+    grey = image.mean(-1).astype(np.float64)
+    mean = ndimage.gaussian_filter(grey, sigma)
+    contrast = np.sqrt(np.clip(ndimage.gaussian_filter(grey * grey, sigma) - mean * mean, 0, None))
+    # a window straddling the part's outline has contrast too: eroded by the window's radius, so it stops at the edge
+    textured = ndimage.binary_erosion(contrast > np.quantile(contrast[border], quantile),
+                                      iterations=max(1, round(sigma)))
+    fg = ndimage.binary_fill_holes((colour > np.quantile(colour[border], quantile)) | textured)
+    return fg if fg.mean() >= min_fraction else np.ones((h, w), bool)
 
 
 def shuffled_grid(image: np.ndarray, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
@@ -221,8 +242,8 @@ def synthesize(image: torch.Tensor, rng: np.random.Generator, spec: AnomalySpec 
     allowed = None
     if foreground is not None:
         allowed = foreground.cpu().numpy().astype(bool)
-    elif spec.foreground == "otsu":
-        allowed = otsu_foreground(x)
+    elif spec.foreground == "object":
+        allowed = object_foreground(x)
     m = perlin_mask(h, w, rng, spec, allowed) if spec.shape == "perlin" else cutpaste_mask(h, w, rng, allowed)
     if spec.source == "grid":
         src = shuffled_grid(x, rng, spec.grid)

@@ -105,17 +105,6 @@ class Detector:
     # the inference options that only `combine` reads (the weights of the method's terms): `ddad select` scores
     # candidates differing only in these from one set of terms, as it does for the scoring section
     combine_options: ClassVar[tuple[str, ...]] = ()
-    # `ddad select --auto` / `ddad train --auto`: the inference settings tried on the proxy set, key -> values (their
-    # product); empty = the method has no default grid (select with --grid)
-    auto_grid: ClassVar[dict[str, tuple]] = {}
-    # `--auto`: the candidate (comma-joined overrides) applied when the proxy cannot rank the grid (every candidate's
-    # proxy objective near chance, or one defect source no candidate finds: selection.Selection.cannot_rank); "" =
-    # none (the proxy's best is kept, with a warning)
-    auto_fallback: ClassVar[str] = ""
-    # `--auto`'s proxy defects: (mask shape, their contents comma-separated; one defective copy of each held-out image
-    # per content and draw; ddad.data.anomalies). DRAEM's Perlin shapes filled from the image's own shuffled cells
-    # (objects, regular patterns) and from a generated texture (stochastic textures, whose own cells look nominal)
-    auto_proxy: ClassVar[tuple[str, str]] = ("perlin", "grid,texture")
     uses_sampling_steps: ClassVar[bool] = True  # False: sampling.steps plays no part (`ddad benchmark --steps` skips it)
 
     def __init__(self, cfg: DDADConfig, extractor: FeatureExtractor, calibration: Calibration | None = None):
@@ -259,7 +248,10 @@ class Detector:
         for s in range(0, images.shape[0], bs):
             yield images[s : s + bs].to(self.device)
 
-    def _score(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None):
+    def score_terms(self, maps: dict[str, torch.Tensor], constants: dict[str, float] | None):
+        """(the anomaly maps (N, 1, H, W), the image scores (N,)) from the terms' maps: combined with the calibration
+        constants (combine), smoothed, scored (scoring.image_score); what predict does after terms, and what
+        ddad.selection recombines candidates with."""
         sc = self.cfg.scoring
         combined = smooth(self.combine(maps, constants), sc.sigma)
         return combined, image_score(combined, sc.image_score, sc.topk)
@@ -286,7 +278,7 @@ class Detector:
         sc = self.cfg.scoring
         maps = self.calibration_terms = self.terms_maps(images)
         constants = self.fit_constants(maps)
-        combined, scores_t = self._score(maps, constants)
+        combined, scores_t = self.score_terms(maps, constants)
         scores = scores_t.cpu().numpy()
         threshold = float(np.quantile(scores, 1 - sc.false_reject_rate))
         # pixel threshold = image threshold (image score = max of the map): a PASS image has an empty defect mask,
@@ -306,7 +298,7 @@ class Detector:
         parts = []
         for y in self._batches(images):
             t = self.terms(y)
-            combined, scores = self._score(t.maps, constants)
+            combined, scores = self.score_terms(t.maps, constants)
             parts.append(Prediction(scores, combined[:, 0], t.x0, {k: v[:, 0] for k, v in t.maps.items()},
                                     {k: v.cpu() for k, v in t.info.items()}))
         return Prediction.cat(parts)

@@ -41,11 +41,6 @@ class D3AD(Detector):
                "0.85 latent L1 + 0.15 feature cosine map")
     inference_options = ("latent_weight",)
     combine_options = ("latent_weight",)  # lambda weighs the two terms in `combine` alone
-    # `--auto`: T'_max, SPEC's 80 latent steps and a deeper start (as DDAD's grid doubles T'), each image's own T'
-    # still a bin's fraction of it; lambda, the paper's 0.85 (latent-led), an even map and a feature-led one (the
-    # paper fixed lambda for every category; a category whose defects change texture more than intensity needs the
-    # feature term). No value re-adapts, so the grid costs two reconstructions of the proxy set
-    auto_grid = {"sampling.start_level": (80, 160), "d3ad.latent_weight": (0.85, 0.5, 0.15)}
 
     def __init__(self, cfg: DDADConfig, vae: nn.Module, unet: nn.Module, extractor, calibration=None,
                  start_input_size: int | None = None):

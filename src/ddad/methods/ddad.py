@@ -28,18 +28,6 @@ __all__ = ["DDAD"]
 class DDAD(Detector):
     name = "ddad"
     summary = "DDAD: pixel-space UNet, conditioned DDIM from a fixed T', pixel L1 + feature cosine map, domain adaptation"
-    # T': the paper's 250 and a deeper start that repaints more of a defect; v: the paper's 1 up to a pixel-led map.
-    # m (scoring.memory): the nominal-memory term off, level with D_f, or leading (docs/selection.md).
-    # None needs re-adaptation, so a candidate costs one reconstruction of the proxy set (plus, for m > 0, one pass
-    # of the extractor over the training images to measure the memory).
-    auto_grid = {"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "scoring.memory": (0, 1, 4)}
-    # where no candidate finds the proxy's synthetic defects (or one source's: Selection.cannot_rank), nothing says
-    # which reconstruction-based map to trust: the paper's T' and v with the nominal memory leading the map (m 16, a
-    # step of the grid's x4 beyond 4), the term that needs no reconstruction, measured on layers 1-3: the finer
-    # layer 1 (stride 4) sees the hairlines and pits of a stochastic texture that layers 2, 3 miss. Fitted on the
-    # grain stand-ins' test sets (docs/selection.md, "Where the rules come from"). Scored beside the grid, not
-    # ranked with it (select_settings: a fallback only answers where the grid cannot be ranked)
-    auto_fallback = "sampling.start_level=250,scoring.v=1,scoring.memory=16,scoring.memory_layers=[1,2,3]"
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration=None):
         super().__init__(cfg, extractor, calibration)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DDADConfig, to_dict
-from ..data.anomalies import AnomalySpec, otsu_foreground, synthesize_batch
+from ..data.anomalies import AnomalySpec, object_foreground, spec_from_config, synthesize_batch
 from ..checkpoint import ModelFileError
 from ..diffusion import build_unet
 from ..diffusion.unet import load_pretrained_unet
@@ -48,9 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def anomaly_spec(cfg: DDADConfig) -> AnomalySpec:
-    a = cfg.glad.anomalies
-    return AnomalySpec(a.probability, a.beta_max, a.threshold, a.min_scale, a.max_scale, a.foreground, a.source,
-                       a.grid, a.shape)
+    """GLAD's training defects (glad.anomalies)."""
+    return spec_from_config(cfg.glad.anomalies)
 
 
 def atp_loss(schedule: NoiseSchedule, spec: AnomalySpec,
@@ -88,14 +87,6 @@ class GLAD(Detector):
                "spatial-adaptive fusion, patch nearest-neighbour feature map")
     inference_options = ("ads", "tau", "tau_quantile", "t_min", "ads_layer", "ads_topk", "saff", "saff_floor",
                          "reverse", "foreground")
-    # T' (paper: 750 MVTec, 500 MPDD, 450 VisA) and t_min (paper: 350): the grid of the bottle selection in
-    # BENCHMARKS.md, which chose 250 / 50 label-free
-    auto_grid = {"sampling.start_level": (250, 400, 750), "glad.t_min": (50, 150, 350)}
-    # ATP trains the UNet to repaint exactly the Perlin-shaped defects the default proxy pastes, so that proxy would
-    # rank GLAD's settings on defects it was taught to remove rather than on unseen ones. Its proxy takes CutPaste's
-    # shapes (rectangles, scars), filled from the image displaced and colour-jittered and from a generated texture:
-    # neither the shapes nor the displaced content is one ATP (glad.anomalies: Perlin, shuffled cells) trains on
-    auto_proxy = ("cutpaste", "patch,texture")
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration: Calibration | None = None,
                  vae: nn.Module | None = None):
@@ -112,8 +103,8 @@ class GLAD(Detector):
         g = cfg.glad
         if cfg.sampling.official_offbyone:
             raise ValueError("sampling.official_offbyone mimics the official DDAD code; GLAD does not use it")
-        if g.foreground not in ("none", "otsu"):
-            raise ValueError(f"glad.foreground must be none or otsu, got {g.foreground!r}")
+        if g.foreground not in ("none", "object"):
+            raise ValueError(f"glad.foreground must be none or object, got {g.foreground!r}")
         from ..features.extractor import BACKBONES
 
         n = len(BACKBONES[cfg.features.backbone].channels) if cfg.features.backbone in BACKBONES else 3
@@ -263,8 +254,8 @@ class GLAD(Detector):
             ref = y if self.vae is None else self._to_images(self._to_space(to_model(y.to(self.device))))
             layers = self.cfg.features.layers
             d = patch_nn_map(self.extractor(ref, layers), self.extractor(x0, layers), tuple(y.shape[-2:]), g.reverse)
-            if g.foreground == "otsu":
-                fg = [otsu_foreground(img.permute(1, 2, 0).cpu().numpy().astype(np.float64)) for img in y]
+            if g.foreground == "object":
+                fg = [object_foreground(img.permute(1, 2, 0).cpu().numpy().astype(np.float64)) for img in y]
                 d = d * torch.from_numpy(np.stack(fg)).to(d)[:, None]
         return Terms(x0, {"patch": d}, {"adaptive_step": rec.switch_t.float(), "switched_by_tau": rec.by_tau.float()})
 

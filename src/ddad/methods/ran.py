@@ -148,10 +148,6 @@ class RAN(Detector):
     inference_options = ("respacing", "timesteps", "alpha", "gradient_denoising", "gd_steps", "gd_lr",
                          "gd_denoise_every", "gd_score_weight")
     combine_options = ("alpha",)  # alpha weighs the two terms in `combine` alone
-    # `--auto`: alpha, the paper's 0.5 for every category and either side of it (the paper's best results came from
-    # alpha set per category); the noise scales, the paper's respaced steps 5, 50, 100 and a larger set for defects
-    # that "require sufficiently large noise to overwhelm the anomalous pixels" (Sec. 3). Two sets of terms
-    auto_grid = {"ran.timesteps": ("[5,50,100]", "[25,100,200]"), "ran.alpha": (0.25, 0.5, 0.75)}
 
     def __init__(self, cfg: DDADConfig, net: RANNet, extractor: FeatureExtractor, calibration: Calibration | None = None):
         super().__init__(cfg, extractor, calibration)
