@@ -85,7 +85,7 @@ def det(images, tmp_path_factory):
 
 
 def test_d3ad_is_built_from_the_method_key(det):
-    assert type(det).__name__ == "D3AD" and det.policy is not None and det.scale > 0
+    assert type(det).__name__ == "D3AD" and det.policy is not None and det.space.scale > 0
     assert set(det.calibration.constants) == {"latent", "feature"}
 
 
@@ -107,7 +107,7 @@ def test_d3ad_save_load_gives_identical_scores_without_naming_the_method(det, im
     det.save(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "model.json").read_text())["method"] == "d3ad"
     loaded = Detector.load(tmp_path / "m")
-    assert type(loaded).__name__ == "D3AD" and loaded.calibration == det.calibration and loaded.scale == det.scale
+    assert type(loaded).__name__ == "D3AD" and loaded.calibration == det.calibration and loaded.space.scale == det.space.scale
     torch.testing.assert_close(loaded.predict(images[:3]).scores, det.predict(images[:3]).scores, rtol=0, atol=0)
     torch.testing.assert_close(loaded.levels(images), det.levels(images), rtol=0, atol=0)
 
@@ -123,12 +123,12 @@ def test_d3ad_two_stage_training_resumes_exactly(images, tmp_path):
         resumed = Detector.create(cfg)
         r = resumed.fit(images[:8], tmp_path / name, resume=True)
         assert r.steps == 4 and r.start_step == (0 if name == "in_ae" else 2)
-        assert resumed.ae_result.start_step == (2 if name == "in_ae" else 4)
+        assert resumed.space.fit_result.start_step == (2 if name == "in_ae" else 4)
         for net in ("autoencoder", "unet"):
             a, b = full.networks()[net].state_dict(), resumed.networks()[net].state_dict()
             for k in a:
                 torch.testing.assert_close(a[k], b[k], msg=f"{name}: {net}.{k}")
-        assert resumed.scale == pytest.approx(full.scale)
+        assert resumed.space.scale == pytest.approx(full.space.scale)
 
 
 def test_pretrained_autoencoder_path_errors_name_what_is_expected(tmp_path):
@@ -142,13 +142,13 @@ def test_pretrained_autoencoder_path_errors_name_what_is_expected(tmp_path):
 
 
 def test_pretrained_autoencoder_folder_loads_and_is_not_retrained(det, images, tmp_path):
-    det.vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    det.space.vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
     cfg = apply_overrides(det.cfg, [f"d3ad.autoencoder.path={tmp_path / 'vae'}"])
     other = Detector.create(cfg)
-    before = {k: v.clone() for k, v in other.vae.state_dict().items()}
-    assert all(torch.equal(v, det.vae.state_dict()[k]) for k, v in before.items())
+    before = {k: v.clone() for k, v in other.space.vae.state_dict().items()}
+    assert all(torch.equal(v, det.space.vae.state_dict()[k]) for k, v in before.items())
     other.fit(images[:8], tmp_path / "run")
-    assert all(torch.equal(v, other.vae.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, other.space.vae.state_dict()[k]) for k, v in before.items())
     assert not (tmp_path / "run" / "checkpoints" / "autoencoder").exists()
 
 

@@ -269,10 +269,10 @@ def test_latent_glad_trains_its_autoencoder_first_and_saves_loads_exactly(images
     assert (tmp_path / "run" / "checkpoints" / "autoencoder" / "last.json").is_file()
     assert (tmp_path / "run" / "checkpoints" / "unet" / "last.json").is_file()
     assert det.unet.config.in_channels == 4 and det.unet.config.sample_size == 8  # 32 px, 4x down
-    assert det.scale > 0 and det.calibration.constants["tau"] > 0
+    assert det.space.scale > 0 and det.calibration.constants["tau"] > 0
     det.save(tmp_path / "m")
     loaded = Detector.load(tmp_path / "m")
-    assert loaded.scale == det.scale and sorted(loaded.networks()) == ["autoencoder", "unet"]
+    assert loaded.space.scale == det.space.scale and sorted(loaded.networks()) == ["autoencoder", "unet"]
     ref = det.predict(images[:3])
     torch.testing.assert_close(loaded.predict(images[:3]).scores, ref.scores, rtol=0, atol=0)
     assert ref.reconstructions.shape == (3, 3, 32, 32)

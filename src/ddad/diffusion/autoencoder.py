@@ -18,7 +18,7 @@ from ..data.sample import hw
 from ..features.extractor import in_inference_slices
 
 __all__ = ["build_autoencoder", "load_pretrained_autoencoder", "autoencoder_loss", "encode", "decode",
-           "latent_scale", "downsampling", "fit_autoencoder", "build_latent_pair"]
+           "latent_scale", "downsampling", "fit_autoencoder", "build_latent_pair", "LatentSpace"]
 
 
 def build_autoencoder(cfg: AutoencoderConfig, saved_config: dict | None = None) -> AutoencoderKL:
@@ -129,3 +129,43 @@ def fit_autoencoder(vae: AutoencoderKL, x: torch.Tensor, cfg: AutoencoderConfig,
     with torch.inference_mode():
         raw = torch.cat([encode(vae, x[s : s + batch_size].to(device), 1.0) for s in range(0, x.shape[0], batch_size)]).cpu()
     return result, latent_scale(raw), raw
+
+
+class LatentSpace:
+    """A latent method's autoencoder and latent scale (D3AD; GLAD with space: latent): images in [-1, 1] <-> scaled
+    latents, the first training stage, and what a saved model keeps of it (the scale in state.safetensors, the
+    autoencoder's architecture and training in model.json)."""
+
+    def __init__(self, vae: AutoencoderKL):
+        self.vae = vae.eval().requires_grad_(False)
+        self.scale = 1.0  # measured by fit() (LDM's 1 / std of the training latents)
+        self.fit_result = None  # the autoencoder's TrainResult (None: pretrained, or loaded)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return encode(self.vae, x, self.scale)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return decode(self.vae, z, self.scale)
+
+    def fit(self, x: torch.Tensor, cfg: AutoencoderConfig, ckpt_dir: str | Path, resume: bool, meta: dict,
+            progress: bool, batch_size: int = 16) -> torch.Tensor:
+        """Train the autoencoder on images x (fit_autoencoder), measure the scale; the scaled training latents
+        (N, c, h, w) on the CPU."""
+        self.fit_result, self.scale, raw = fit_autoencoder(self.vae, x, cfg, ckpt_dir, resume, meta, progress,
+                                                           batch_size)
+        return raw * self.scale
+
+    def describe(self) -> dict:
+        return {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
+                "autoencoder_train_steps": self.fit_result.steps if self.fit_result else None}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"latent_scale": torch.tensor([self.scale], dtype=torch.float64)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], method: str) -> None:
+        from ..checkpoint import ModelFileError
+
+        if "latent_scale" not in tensors:
+            raise ModelFileError(f"a latent {method} model needs state.safetensors with latent_scale (saved with its "
+                                 "autoencoder); re-train it with `ddad train`")
+        self.scale = float(tensors["latent_scale"][0])

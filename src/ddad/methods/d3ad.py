@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import ModelFileError
 from ..config import DDADConfig, to_dict
-from ..diffusion.autoencoder import build_latent_pair, decode, encode, fit_autoencoder
+from ..diffusion.autoencoder import LatentSpace, build_latent_pair
 from ..diffusion.train import TrainResult, eps_loss, train_model
 from ..features.extractor import build_extractor
 from ..sampling import FixedStart, KNNBinStart, image_seeds, reconstruct
@@ -45,14 +44,12 @@ class D3AD(Detector):
     def __init__(self, cfg: DDADConfig, vae: nn.Module, unet: nn.Module, extractor, calibration=None,
                  start_input_size: int | None = None):
         super().__init__(cfg, extractor, calibration)
-        self.vae = vae.eval().requires_grad_(False)
+        self.space = LatentSpace(vae)
         self.unet = unet.eval()
-        self.scale = 1.0  # latent scaling factor, measured in fit()
         self.policy: KNNBinStart | None = None  # fitted in fit()
         c = cfg.d3ad
         # the kNN bank's extractor keeps the input size it was fitted at, even if features.input_size changes later
         self.start_extractor = build_extractor(c.start_backbone, c.start_weights, start_input_size)
-        self.ae_result: TrainResult | None = None
 
     @classmethod
     def build(cls, cfg: DDADConfig, meta: dict | None = None) -> "D3AD":
@@ -67,7 +64,7 @@ class D3AD(Detector):
         return cls(cfg, vae, unet, _extractor(cfg), start_input_size=start_size)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"autoencoder": self.vae, "unet": self.unet}
+        return {"autoencoder": self.space.vae, "unet": self.unet}
 
     def to(self, device):
         super().to(device)
@@ -75,20 +72,16 @@ class D3AD(Detector):
         return self
 
     def describe(self) -> dict:
-        return {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
-                "start_input_size": self.start_extractor.input_size,
-                "autoencoder_train_steps": self.ae_result.steps if self.ae_result else None}
+        return self.space.describe() | {"start_input_size": self.start_extractor.input_size}
 
     def state(self) -> dict[str, torch.Tensor]:
-        out = {"latent_scale": torch.tensor([self.scale], dtype=torch.float64)}
+        out = self.space.state()
         if self.policy is not None:
             out |= {"knn_bank": self.policy.bank, "knn_edges": self.policy.edges}
         return out
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        if "latent_scale" not in tensors:
-            raise ModelFileError("a D3AD model needs state.safetensors with latent_scale; re-train with `ddad train`")
-        self.scale = float(tensors["latent_scale"][0])
+        self.space.load_state(tensors, "D3AD")
         if "knn_bank" in tensors:
             self.policy = self._policy(tensors["knn_bank"], tensors["knn_edges"])
 
@@ -104,11 +97,11 @@ class D3AD(Detector):
         meta = {"method": self.name, "config": to_dict(self.cfg)}
         x = to_model(images)
         # 1. autoencoder (skipped for a pretrained one); 2. latents and their scale
-        self.ae_result, self.scale, raw = fit_autoencoder(self.vae, x, c.autoencoder, ckpts / "autoencoder", resume,
-                                                          meta, progress, self.cfg.sampling.batch_size)
-        log.info("latents %s, scale %.4f", tuple(raw.shape[1:]), self.scale)
+        latents = self.space.fit(x, c.autoencoder, ckpts / "autoencoder", resume, meta, progress,
+                                 self.cfg.sampling.batch_size)
+        log.info("latents %s, scale %.4f", tuple(latents.shape[1:]), self.space.scale)
         # 3. eps-UNet on the scaled latents (same trainer, checkpoints, resume, EMA)
-        result, ema = train_model(self.unet, (raw * self.scale).cpu(), eps_loss(self.schedule), self.cfg.train,
+        result, ema = train_model(self.unet, latents, eps_loss(self.schedule), self.cfg.train,
                                   ckpts / "unet", resume, meta | {"stage": "unet"}, progress, desc="unet")
         if ema is not None:
             self.unet.load_state_dict(ema)
@@ -141,8 +134,8 @@ class D3AD(Detector):
         """(z, z0, start): the input's latent, its reconstruction and the per-image start levels."""
         s = self.cfg.sampling
         x = to_model(images.to(self.device))
-        z = encode(self.vae, x, self.scale)
-        zy = z if target is None else encode(self.vae, to_model(target.to(self.device)), self.scale)
+        z = self.space.encode(x)
+        zy = z if target is None else self.space.encode(to_model(target.to(self.device)))
         start = self.levels(images.to(self.device))
 
         def eps(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -155,13 +148,13 @@ class D3AD(Detector):
     def reconstruct(self, images: torch.Tensor, target: torch.Tensor | None = None, w: float | None = None) -> torch.Tensor:
         z, z0, _ = self._latents(images, target, w)
         with torch.inference_mode():
-            return to_image(decode(self.vae, z0, self.scale))
+            return to_image(self.space.decode(z0))
 
     def terms(self, y: torch.Tensor) -> Terms:
         z, z0, _ = self._latents(y, None, None)
         with torch.inference_mode():
-            x0 = to_image(decode(self.vae, z0, self.scale))
-            ref = to_image(decode(self.vae, z, self.scale)) if self.cfg.d3ad.feature_reference == "decoded" else y
+            x0 = to_image(self.space.decode(z0))
+            ref = to_image(self.space.decode(z)) if self.cfg.d3ad.feature_reference == "decoded" else y
             d_l = F.interpolate((z0 - z).abs().mean(dim=1, keepdim=True), size=tuple(y.shape[-2:]),
                                 mode="bilinear", align_corners=False)
             return Terms(x0, {"latent": d_l, "feature": self.feature_map(x0, ref)})

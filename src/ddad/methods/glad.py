@@ -32,10 +32,9 @@ from torch import nn
 
 from ..config import DDADConfig, to_dict
 from ..data.anomalies import AnomalySpec, object_foreground, spec_from_config, synthesize_batch
-from ..checkpoint import ModelFileError
 from ..diffusion import build_unet
 from ..diffusion.unet import load_pretrained_unet
-from ..diffusion.autoencoder import build_latent_pair, decode, encode, fit_autoencoder
+from ..diffusion.autoencoder import LatentSpace, build_latent_pair
 from ..diffusion.schedule import NoiseSchedule
 from ..diffusion.train import LossFn, TrainResult, eps_loss, train_model
 from ..sampling import AdaptiveReconstruction, FixedStart, adaptive_reconstruct, eps_for_x0, image_seeds, saff_mask
@@ -92,9 +91,7 @@ class GLAD(Detector):
                  vae: nn.Module | None = None):
         super().__init__(cfg, extractor, calibration)
         self.unet = unet.eval()
-        self.vae = None if vae is None else vae.eval().requires_grad_(False)  # latent space only
-        self.scale = 1.0  # latent scaling factor, measured in fit()
-        self.ae_result: TrainResult | None = None
+        self.space = None if vae is None else LatentSpace(vae)  # glad.space: latent only
         self.init_info: dict | None = None  # the pretrained UNet fit() started from (glad.init)
         self._tau: float | None = None  # measured by calibrate() (else read from the calibration)
 
@@ -125,52 +122,47 @@ class GLAD(Detector):
         return cls(cfg, unet, _extractor(cfg), vae=vae)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet} | ({} if self.vae is None else {"autoencoder": self.vae})
+        return {"unet": self.unet} | ({} if self.space is None else {"autoencoder": self.space.vae})
 
     def describe(self) -> dict:
         init = {} if self.init_info is None else {"unet_init": self.init_info}
-        if self.vae is None:
-            return init
-        return init | {"autoencoder_config": dict(self.vae.config), "latent_scale": self.scale,
-                "autoencoder_train_steps": self.ae_result.steps if self.ae_result else None}
+        return init | ({} if self.space is None else self.space.describe())
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {} if self.vae is None else {"latent_scale": torch.tensor([self.scale], dtype=torch.float64)}
+        return {} if self.space is None else self.space.state()
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        if self.vae is None:
+        if self.space is None:
             return super().load_state(tensors)
-        if "latent_scale" not in tensors:
-            raise ModelFileError("a latent GLAD model needs state.safetensors with latent_scale; re-train it")
-        self.scale = float(tensors["latent_scale"][0])
+        self.space.load_state(tensors, "GLAD")
 
     # ---- the diffusion space: images in [-1, 1], or their scaled latents ---------------------------------------
     def _to_space(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.vae is None else encode(self.vae, x, self.scale)
+        return x if self.space is None else self.space.encode(x)
 
     def _to_images(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from the diffusion space."""
-        return to_image(z if self.vae is None else decode(self.vae, z, self.scale))
+        return to_image(z if self.space is None else self.space.decode(z))
 
     def fit(self, images: torch.Tensor, run_dir: str | Path, resume: bool = False, progress: bool = False) -> TrainResult:
         meta = {"method": self.name, "config": to_dict(self.cfg), "schedule": to_dict(self.cfg.schedule),
                 "normalisation": "images in [0,1] -> model space [-1,1]"}
         g, ckpts, x = self.cfg.glad, Path(run_dir) / "checkpoints", to_model(images)
-        if self.vae is not None:  # latent space: the autoencoder first (a resumable stage of its own)
-            self.ae_result, self.scale, raw = fit_autoencoder(self.vae, x, g.autoencoder, ckpts / "autoencoder",
-                                                              resume, meta, progress, self.cfg.sampling.batch_size)
-            log.info("latents %s, scale %.4f", tuple(raw.shape[1:]), self.scale)
+        if self.space is not None:  # latent space: the autoencoder first (a resumable stage of its own)
+            latents = self.space.fit(x, g.autoencoder, ckpts / "autoencoder", resume, meta, progress,
+                                     self.cfg.sampling.batch_size)
+            log.info("latents %s, scale %.4f", tuple(latents.shape[1:]), self.space.scale)
             ckpts = ckpts / "unet"
         if g.init:  # the paper fine-tunes a pretrained UNet; a resumed run's checkpoint then replaces these weights
             self.init_info = load_pretrained_unet(self.unet, g.init, to_dict(self.cfg.schedule))
             log.info("fine-tuning the pretrained UNet %s", g.init)
         if g.atp:  # batches of images; the latent objective encodes each normal/defective pair
-            to_latent = None if self.vae is None else (lambda b: encode(self.vae, b, self.scale))
+            to_latent = None if self.space is None else self.space.encode
             data, objective = x, atp_loss(self.schedule, anomaly_spec(self.cfg), to_latent)
         else:
-            data, objective = (x if self.vae is None else raw * self.scale), eps_loss(self.schedule)
+            data, objective = (x if self.space is None else latents), eps_loss(self.schedule)
         result, ema = train_model(self.unet, data, objective, self.cfg.train, ckpts, resume, meta, progress,
-                                  desc="train" if self.vae is None else "unet")
+                                  desc="train" if self.space is None else "unet")
         if ema is not None:
             self.unet.load_state_dict(ema)
         self.unet.eval()
@@ -233,7 +225,7 @@ class GLAD(Detector):
         # noise seeded by the image (not its latent), clamped to [-1, 1] in pixel space only
         return adaptive_reconstruct(eps, self.schedule, z, start, s.steps, self._compare, tau,
                                     g.t_min if g.ads else -1, mask, image_seeds(x, s.seed), s.eta,
-                                    clip=1.0 if self.vae is None else None)
+                                    clip=1.0 if self.space is None else None)
 
     def reconstruct(self, images: torch.Tensor, target: torch.Tensor | None = None, w: float | None = None) -> torch.Tensor:
         """GLAD has no conditioning: `target` and `w` are not used (see adapt_pair)."""
@@ -251,7 +243,7 @@ class GLAD(Detector):
         with torch.inference_mode():
             x0 = self._to_images(rec.x0)
             # latent space: the reference is the autoencoder's own copy of the input, so its blur cancels (as D3AD)
-            ref = y if self.vae is None else self._to_images(self._to_space(to_model(y.to(self.device))))
+            ref = y if self.space is None else self._to_images(self._to_space(to_model(y.to(self.device))))
             layers = self.cfg.features.layers
             d = patch_nn_map(self.extractor(ref, layers), self.extractor(x0, layers), tuple(y.shape[-2:]), g.reverse)
             if g.foreground == "object":
