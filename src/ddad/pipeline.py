@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from . import distributed

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["NoiseSchedule", "resolution_matched_level"]
+__all__ = ["NoiseSchedule", "noised", "resolution_matched_level"]
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,14 @@ class NoiseSchedule:
         return padded.to(t.device)[t.long() + 1].float()
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps  (Eq. 1 closed form). x0, noise (B, C, H, W); t (B,)."""
-        ab = self.alpha_bar(t).to(x0.dtype).view(-1, 1, 1, 1)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        """x_t at timesteps t (B,) of x0, noise (B, C, H, W) (noised)."""
+        return noised(x0, self.alpha_bar(t).to(x0.dtype).view(-1, 1, 1, 1), noise)
+
+
+def noised(x0: torch.Tensor, ab: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(ab) x0 + sqrt(1 - ab) eps: the forward process in closed form (DDPM Eq. 4), ab = alpha_bar_t
+    broadcastable to x0 (e.g. (B, 1, 1, 1) for a timestep per image)."""
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
 def resolution_matched_level(schedule: NoiseSchedule, level: int, from_size: int, to_size: int) -> int:

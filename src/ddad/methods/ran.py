@@ -27,7 +27,7 @@ from torch import nn
 from ..checkpoint import ModelFileError
 from ..config import DDADConfig, RANConfig, to_dict
 from ..diffusion import build_unet
-from ..diffusion.schedule import NoiseSchedule
+from ..diffusion.schedule import NoiseSchedule, noised
 from ..diffusion.train import LossFn, TrainResult, train_model
 from ..diffusion.variance import Process, discretized_gaussian_nll, learned_logvar, normal_kl, posterior, respace
 from ..features.extractor import FeatureExtractor
@@ -236,7 +236,7 @@ class RAN(Detector):
         for i, k in enumerate(sorted(c.timesteps)):
             kk = torch.full((x.shape[0],), k, dtype=torch.int64)
             ab = p.alpha_bar[kk].to(x)
-            x_t = ab.sqrt().view(-1, 1, 1, 1) * x + (1 - ab).sqrt().view(-1, 1, 1, 1) * noise[i]
+            x_t = noised(x, ab.view(-1, 1, 1, 1), noise[i])
             out, feats = self.net(x_t, p.timesteps[kk].to(x.device))
             eps, v = out[:, :3], out[:, 3:]
             x0_hat = predict_x0(x_t, eps, ab).clamp(-1, 1)

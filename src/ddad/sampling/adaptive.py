@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.schedule import NoiseSchedule
+from ..diffusion.schedule import NoiseSchedule, noised
 from .ddim import ddim_step, predict_x0
 from .reconstruct import EpsModel, per_image_noise
 from .start import timestep_plan
@@ -100,7 +100,7 @@ def adaptive_reconstruct(
     noise = per_image_noise(tuple(x.shape[1:]), seeds, n_steps + 1, x.device, x.dtype)
     eps0 = noise[0]
     ab = lambda t: schedule.alpha_bar(t).to(x.device).view(-1, 1, 1, 1).to(x.dtype)  # noqa: E731
-    x_t = ab(start.cpu()).sqrt() * x + (1 - ab(start.cpu())).sqrt() * eps0
+    x_t = noised(x, ab(start.cpu()), eps0)
     switched = torch.zeros(b, dtype=torch.bool, device=x.device)
     by_tau = torch.zeros_like(switched)
     switch_t = torch.full((b,), -1, dtype=torch.int64)
@@ -115,7 +115,7 @@ def adaptive_reconstruct(
         else:
             # the trajectory (all images) and the input noised with the same eps (images still comparing): one call
             a = active.cpu()
-            x_in = ab_t[active].sqrt() * x[active] + (1 - ab_t[active]).sqrt() * eps0[active]
+            x_in = noised(x[active], ab_t[active], eps0[active])
             e = eps_model(torch.cat([x_t, x_in]), torch.cat([t, t[a]]).to(x.device))
             eps, eps_in = e[:b].clone(), e[b:]
             x0_traj = predict_x0(x_t[active], eps[active], ab_t[active].flatten())
@@ -131,7 +131,7 @@ def adaptive_reconstruct(
                 idx = active[go.to(x.device)]
                 g = go.to(x.device)
                 # Eq. 7: the fused clean image noised with the same eps; the DDIM step then uses eps itself
-                x_t[idx] = ab_t[idx].sqrt() * fused[g] + (1 - ab_t[idx]).sqrt() * eps0[idx]
+                x_t[idx] = noised(fused[g], ab_t[idx], eps0[idx])
                 eps[idx] = eps0[idx]
                 switched[idx] = True
                 by_tau[idx] = over.to(x.device)[g]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ..diffusion.schedule import noised
+
 __all__ = ["ddad_condition"]
 
 
@@ -16,5 +18,5 @@ def ddad_condition(eps: torch.Tensor, x_t: torch.Tensor, y: torch.Tensor, ab_t: 
     if w == 0:
         return eps
     ab = ab_t.view(-1, 1, 1, 1).to(x_t.dtype)
-    y_t = ab.sqrt() * y + (1 - ab).sqrt() * eps
+    y_t = noised(y, ab, eps)  # y noised with the model's own prediction
     return eps - w * (1 - ab).sqrt() * (y_t - x_t)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.schedule import NoiseSchedule
+from ..diffusion.schedule import NoiseSchedule, noised
 from .ddim import ddim_step
 from .guidance import ddad_condition
 from .start import timestep_plan
@@ -72,7 +72,7 @@ def reconstruct(
     # 1. forward-noise the input to its start level
     ab_start = schedule.alpha_bar(start.cpu()).to(x.device)
     eps0 = torch.zeros_like(x) if noise_free_start else noise[0]
-    x_t = ab_start.view(-1, 1, 1, 1).sqrt() * x + (1 - ab_start.view(-1, 1, 1, 1)).sqrt() * eps0
+    x_t = noised(x, ab_start.view(-1, 1, 1, 1), eps0)
     # 2. conditioned DDIM denoising
     x0 = x
     for i in range(n_steps):
