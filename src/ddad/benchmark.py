@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from .config import DDADConfig, to_dict
-from .data import AnomalyDataset, collate, load_dataset
-from .evaluation import ImageRecord, NpyWriter, peak_memory_mb
-from .metrics import MapAccumulator, Metrics, format_table
+from .data import AnomalyDataset, load_dataset
+from .metrics import Metrics, format_table
 from .pipeline import nominal_split, reuse_trained, run_adapt, run_evaluate, run_train
 
 __all__ = ["run_benchmark", "BASELINES", "git_commit", "configs_by_method"]
@@ -96,38 +95,17 @@ def _auto(model_dir: Path, seed: int, device: str):
 
 
 def _patchcore(cfg: DDADConfig, test: AnomalyDataset, out: Path) -> dict[str, Metrics]:
-    """PatchCore's row; its per-image scores, maps and masks go to OUT/patchcore (scores.json, maps.npy, masks.npy:
-    what `ddad report` and benchmarks/per_defect.py read)."""
-    from .baselines.patchcore import PatchCoreBaseline
+    """PatchCore's row, fitted on the nominal images the diffusion methods train on and evaluated by the same loop
+    (run_evaluate): OUT/patchcore holds what a report reads (metrics.json, scores.json, maps.npy, masks.npy,
+    inputs.npy)."""
+    from .baselines.patchcore import PatchCoreBaseline, PatchCoreDetector
 
-    train, _ = nominal_split(cfg)  # the same nominal images DDAD trains on
+    train, _ = nominal_split(cfg)
     pc = PatchCoreBaseline(input_size=cfg.features.input_size)  # the backbone at the size DDAD's features see
     fit = pc.fit(train)
-    acc, seconds, records = MapAccumulator(), 0.0, []
-    save = out / "patchcore"
-    save.mkdir(parents=True, exist_ok=True)
-    writers = {"maps": NpyWriter(save / "maps.npy", len(test), np.float16),
-               "masks": NpyWriter(save / "masks.npy", len(test), bool)}
-    try:
-        for s in range(0, len(test), 16):
-            batch = collate([test[i] for i in range(s, min(s + 16, len(test)))])
-            t0 = time.perf_counter()
-            scores, maps = pc.predict(batch.images)
-            seconds += time.perf_counter() - t0
-            masks = None if batch.masks is None else batch.masks[:, 0].numpy()
-            acc.add(scores.numpy(), batch.labels.numpy(), maps.numpy(), masks)
-            writers["maps"].add(maps.numpy())
-            if masks is not None:
-                writers["masks"].add(masks > 0.5)
-            records += [ImageRecord(p, d, int(lab), float(sc)) for p, d, lab, sc in
-                        zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores.tolist())]
-    finally:
-        for w in writers.values():
-            w.close()
-    (save / "scores.json").write_text(json.dumps([r.__dict__ for r in records], indent=1))
-    m = acc.compute().with_extra(**{"s/img": seconds / len(test), "train s": fit.fit_seconds,
-                                    "peak MiB": peak_memory_mb(torch.device("cpu"))})
-    (save / "metrics.json").write_text(json.dumps({**m.as_dict(), "dataset": test.name, "name": "PatchCore"}, indent=2))
+    res = run_evaluate(PatchCoreDetector(cfg, pc), test, out / "patchcore", name="PatchCore")
+    m = res.metrics.with_extra(**{"s/img": res.seconds_per_image, "train s": fit.fit_seconds,
+                                  "peak MiB": res.peak_memory_mb})
     at = f", backbone at {cfg.features.input_size}px" if cfg.features.input_size else ""
     return {f"PatchCore (lite0, coreset 10%, {cfg.data.size_label}{at})": m}
 

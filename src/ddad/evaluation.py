@@ -116,7 +116,8 @@ def evaluate_detector(detector, dataset: AnomalyDataset, progress: bool = False,
                 if masks is not None:
                     writers["masks"].add(masks)
                 writers["inputs"].add(_uint8(batch.images))
-                writers["reconstructions"].add(_uint8(pred.reconstructions))
+                if pred.reconstructions is not None:  # a baseline that reconstructs nothing writes none
+                    writers["reconstructions"].add(_uint8(pred.reconstructions))
             info = [{k: float(v[i]) for k, v in pred.info.items()} for i in range(len(scores))]
             records += [ImageRecord(p, d, int(l), float(s), inf) for p, d, l, s, inf in
                         zip(batch.paths, batch.defect_types, batch.labels.tolist(), scores, info)]

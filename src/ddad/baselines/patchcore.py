@@ -15,7 +15,7 @@ import torch
 
 from ..features.extractor import resize_longer_side
 
-__all__ = ["PatchCoreBaseline", "PatchCoreResult"]
+__all__ = ["PatchCoreBaseline", "PatchCoreDetector", "PatchCoreResult"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,26 @@ class PatchCoreBaseline:
             maps = torch.nn.functional.interpolate(maps, size=tuple(images.shape[-2:]), mode="bilinear",
                                                    align_corners=False, antialias=True)
         return out.pred_score.reshape(-1), maps[:, 0]
+
+
+class PatchCoreDetector:
+    """A fitted PatchCore as the evaluation loop sees a detector (ddad.pipeline.run_evaluate,
+    ddad.evaluation.evaluate_detector): the config's batch size and loader workers, a device, predict() and no
+    calibration. It reconstructs nothing (Prediction.reconstructions None: no reconstructions.npy)."""
+
+    calibration = None
+
+    def __init__(self, cfg, baseline: PatchCoreBaseline):
+        self.cfg, self.baseline = cfg, baseline
+        self.device = torch.device("cpu")  # anomalib's model is fitted and scored on the CPU here
+
+    def predict(self, images: torch.Tensor):
+        from ..methods.base import Prediction
+
+        scores, maps = self.baseline.predict(images.to(self.device))
+        return Prediction(scores, maps, None, {})
+
+    def evaluate(self, dataset, progress: bool = False, save_dir=None):
+        from ..evaluation import evaluate_detector
+
+        return evaluate_detector(self, dataset, progress=progress, save_dir=save_dir)

@@ -67,7 +67,7 @@ class Terms:
 class Prediction:
     scores: torch.Tensor  # (B,)
     maps: torch.Tensor  # (B, H, W) smoothed anomaly maps
-    reconstructions: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    reconstructions: torch.Tensor | None  # (B, 3, H, W) in [0, 1]; None for a baseline that reconstructs nothing
     terms: dict[str, torch.Tensor]  # name -> (B, H, W) the method's unsmoothed terms (DDAD: pixel, feature)
     info: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,) per-image values (Terms.info)
 
