@@ -26,6 +26,18 @@ def test_schedule_alpha_bar():
         SCHED.alpha_bar(torch.tensor([1000]))
 
 
+def test_forward_noising_matches_diffusers_and_keeps_the_image_at_t_minus_one():
+    from ddad.diffusion.schedule import noised
+
+    x0, eps = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    t = torch.tensor([0, 250, 999])
+    ref = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    torch.testing.assert_close(SCHED.q_sample(x0, t, eps), ref.add_noise(x0, eps, t), rtol=1e-5, atol=1e-5)
+    ab = SCHED.alpha_bar(t).view(-1, 1, 1, 1)
+    assert torch.equal(noised(x0, ab, eps), SCHED.q_sample(x0, t, eps))
+    assert torch.equal(noised(x0, torch.ones(3, 1, 1, 1), eps), x0)  # alpha_bar 1 (t = -1): nothing added
+
+
 def test_ddim_step_with_same_timestep_is_identity():
     x, eps = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
     ab = SCHED.alpha_bar(torch.tensor([100, 600]))
