@@ -4,7 +4,7 @@
 
 D_m as `ddad.scoring.memory_distance` measures it (the model's adapted extractor, Euclidean, 3x3 mean with zero
 padding counted in, every training patch in the memory) for each of the backbone's layers 1-3 (strides 4, 8, 16), then
-summed over several layer sets: raw (as scoring.memory_layers sums them), or each layer divided by its mean (or max)
+summed over several layer sets: raw (as ddad.memory_layers sums them), or each layer divided by its mean (or max)
 on the held-out nominal images first (equal weight per layer). Maps smoothed with the model's sigma, image score =
 max; test image AUROC / pixel AUROC / PRO. The memory alone, without the reconstruction terms.
 """

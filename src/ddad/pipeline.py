@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 
 from . import distributed
-from .config import METHOD_SECTIONS, DDADConfig, apply_overrides, save_config, to_dict
+from .config import DDADConfig, apply_overrides, save_config, to_dict
 from .data import AnomalyDataset, ImageReadError, ImageSet, load_dataset, read_image, seeded_split
 from .data.sample import list_images
 from .detector import Detector
@@ -120,13 +120,13 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool,
         log.info("domain adaptation: %d epochs, %d steps, loss %.4f -> %.4f", r.epochs, r.steps, r.first_loss,
                  r.last_loss)
     else:
-        det.fit_references(train)  # the settings changed (e.g. scoring.memory): references for the new ones
+        det.fit_references(train)  # the settings changed (e.g. ddad.memory): references for the new ones
     det.calibrate(val)
     det.save(model_dir)
 
 
 # What a trained model fixes (changing these needs a new training) and what can be redone on a saved model.
-# A method's own section (config.METHOD_SECTIONS) counts as trained (it holds its networks' settings), except the
+# A method's own section (named after it) counts as trained (it holds its networks' settings), except the
 # keys its class lists in `inference_options`.
 TRAINED_SECTIONS = ("method", "model", "train", "schedule")
 TRAINED_DATA = ("layout", "category", "image_size", "image_height", "val_fraction", "seed")
@@ -154,24 +154,23 @@ def reuse_trained(model_dir: str | Path, cfg: DDADConfig, progress: bool = True,
     sections). Raises ValueError where `cfg` asks for a different training."""
     det = Detector.load(model_dir, device)
     old = det.cfg
-    own = METHOD_SECTIONS[old.method]
+    own = old.method
     show = lambda v: to_dict(v) if is_dataclass(v) else repr(v)  # noqa: E731
     wrong = [f"{sec} ({show(getattr(old, sec))} != {show(getattr(cfg, sec))})"
              for sec in TRAINED_SECTIONS if getattr(old, sec) != getattr(cfg, sec)]
     # the method's own section: its inference options (Detector.inference_options) may change, the rest not
     inference = type(det).inference_options
-    if own:
-        mine, theirs = to_dict(getattr(old, own)), to_dict(getattr(cfg, own))
-        wrong += [f"{own}.{k} ({mine[k]!r} != {theirs[k]!r})" for k in mine if k not in inference and mine[k] != theirs[k]]
+    mine, theirs = to_dict(getattr(old, own)), to_dict(getattr(cfg, own))
+    wrong += [f"{own}.{k} ({mine[k]!r} != {theirs[k]!r})" for k in mine if k not in inference and mine[k] != theirs[k]]
     wrong += [f"data.{k} ({getattr(old.data, k)!r} != {getattr(cfg.data, k)!r})"
               for k in TRAINED_DATA if getattr(old.data, k) != getattr(cfg.data, k)]
     if wrong:
         raise ValueError(f"the model in {model_dir} was trained with other settings: {'; '.join(wrong)}. "
                          "Drop --reuse to train a new model, or point --out elsewhere.")
-    changed = tuple(sec for sec in REDONE_SECTIONS + ((own,) if own else ()) if getattr(old, sec) != getattr(cfg, sec))
+    changed = tuple(sec for sec in (*REDONE_SECTIONS, own) if getattr(old, sec) != getattr(cfg, sec))
     if not changed and calibration is None:
         return det, changed
-    det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in REDONE_SECTIONS + ((own,) if own else ())})
+    det.cfg = replace(old, data=cfg.data, **{sec: getattr(cfg, sec) for sec in (*REDONE_SECTIONS, own)})
     _refit(det, model_dir, adapt="features" in changed or "adapt" in changed, progress=progress,
            calibration=calibration)
     return det, changed

@@ -1,6 +1,6 @@
 import pytest
 
-from ddad.config import ConfigError, DDADConfig, apply_overrides, load_config, save_config
+from ddad.config import ConfigError, DDADConfig, apply_overrides, from_dict, load_config, save_config, to_dict
 
 
 def test_defaults_roundtrip(tmp_path):
@@ -31,10 +31,10 @@ def test_shipped_configs_load():
 
 
 def test_method_key_and_method_sections():
-    from ddad.config import METHOD_SECTIONS
+    from ddad.config import METHOD_NAMES
     from ddad.methods import METHODS
 
-    assert set(METHOD_SECTIONS) == set(METHODS)  # the config's table and the class table stay in step
+    assert set(METHOD_NAMES) == set(METHODS)  # the config's method sections and the class table stay in step
     assert all(cls.name == name and cls.summary for name, cls in METHODS.items())
     assert DDADConfig().method == "ddad"
     cfg = apply_overrides(DDADConfig(), ["method=d3ad", "d3ad.k=5"])
@@ -69,3 +69,25 @@ def test_test_extra_stays_light_and_heavy_parts_are_optional():
     assert any(r.startswith("anomalib") for r in extras["benchmark"])
     assert any(r.startswith("selenium") for r in extras["browser"])
     assert "torch==2.14.1" in project["dependencies"] and "torchvision==0.29.1" in project["dependencies"]
+
+
+def test_moved_keys_are_read_from_saved_models_and_named_for_users(tmp_path):
+    """DDAD's memory options live in its own section: a model.json saved with them under scoring loads with the
+    same values (migrate), a config file or override using the old place is told the new one."""
+    from ddad.config import MOVED, migrate
+
+    saved = to_dict(DDADConfig())
+    for k, v in saved.pop("ddad").items():
+        saved["scoring"][k] = v
+    saved["scoring"].update(memory=4.0, memory_layers=[1, 2, 3])
+    cfg = from_dict(DDADConfig, migrate(saved))
+    assert cfg.ddad.memory == 4.0 and cfg.ddad.memory_layers == (1, 2, 3) and cfg.scoring == DDADConfig().scoring
+    assert migrate(to_dict(cfg)) == to_dict(cfg)  # a current file is unchanged
+    for old, new in MOVED.items():
+        with pytest.raises(ConfigError, match=f"{old} is now {new}"):
+            apply_overrides(DDADConfig(), [f"{old}=1"])
+    (tmp_path / "c.yaml").write_text("scoring:\n  memory: 4\n")
+    with pytest.raises(ConfigError, match="scoring.memory is now ddad.memory"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="ddad.memory is an option of method 'ddad'"):
+        apply_overrides(DDADConfig(), ["method=d3ad", "ddad.memory=1"])

@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from ddad.config import DDADConfig, apply_overrides
-from ddad.data import load_dataset
 from conftest import fitted_detector
 from ddad.detector import Detector
 from ddad.diffusion import NoiseSchedule
-from ddad.pipeline import stack_images
 from ddad.sampling import KNNBinStart, knn_distances, reconstruct
 
 TINY_D3AD = [

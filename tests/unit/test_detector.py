@@ -204,11 +204,10 @@ def test_ema_update_equals_the_per_tensor_lerp():
 
 
 def test_nominal_memory_term_zero_on_training_images_saved_and_rebuilt_with_the_extractor(images, tmp_path):
-    """scoring.memory (not in the paper): the memory of the training images is measured after fit/adapt, a training
+    """ddad.memory (not in the paper): the memory of the training images is measured after fit/adapt, a training
     image's memory term is 0, the bank travels in state.safetensors, and a model without one is told how to get it."""
-    from ddad.pipeline import reuse_trained
 
-    cfg = apply_overrides(DDADConfig(), TINY + ["scoring.memory=1", "adapt.epochs=1"])
+    cfg = apply_overrides(DDADConfig(), TINY + ["ddad.memory=1", "adapt.epochs=1"])
     d = Detector.create(cfg)
     d.fit(images[:8], tmp_path / "run")
     with pytest.raises(ModelFileError, match="ddad adapt"):  # fit alone measures no memory (the pipeline does)
@@ -224,12 +223,12 @@ def test_nominal_memory_term_zero_on_training_images_saved_and_rebuilt_with_the_
     assert sorted(back.memory) == sorted(cfg.features.layers)
     assert torch.allclose(back.predict(images[8:14]).scores, ref.scores, rtol=1e-2)  # float16 memory on disk
     # a model without the term carries no memory; switching it on (select/reuse) measures it from the training images
-    plain = Detector.create(apply_overrides(cfg, ["scoring.memory=0"]))
+    plain = Detector.create(apply_overrides(cfg, ["ddad.memory=0"]))
     plain.fit(images[:8], tmp_path / "run2")
     plain.fit_references(images[:8])
     assert plain.memory is None and plain.state() == {}
-    with pytest.raises(ValueError, match="DDAD"):  # other methods have no such term
-        Detector.create(apply_overrides(cfg, ["method=glad"])).fit_references(images[:8])
+    with pytest.raises(ValueError, match="ddad.memory is an option of method 'ddad'"):  # no such term elsewhere
+        apply_overrides(cfg, ["method=glad"])
 
 
 def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, tmp_path):
@@ -241,31 +240,31 @@ def test_switching_the_memory_term_on_for_a_saved_model_measures_it(tiny_model, 
     shutil.copytree(tiny_model, d)
     before = Detector.load(d)
     assert before.memory is None
-    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["scoring.memory=4"]), progress=False)
-    assert changed == ("scoring",) and sorted(det.memory) == sorted(before.cfg.features.layers)
+    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["ddad.memory=4"]), progress=False)
+    assert changed == ("ddad",) and sorted(det.memory) == sorted(before.cfg.features.layers)
     assert (d / "state.safetensors").is_file() and "memory_scale" in Detector.load(d).calibration.constants
     full = {j: b.shape[1] for j, b in det.memory.items()}
-    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["scoring.memory=4", "scoring.memory_coreset=0.1"]),
+    det, changed = reuse_trained(d, apply_overrides(before.cfg, ["ddad.memory=4", "ddad.memory_coreset=0.1"]),
                                  progress=False)  # a coreset of the memory: measured again, a tenth of the patches
-    assert changed == ("scoring",) and {j: b.shape[1] for j, b in Detector.load(d).memory.items()} == {
+    assert changed == ("ddad",) and {j: b.shape[1] for j, b in Detector.load(d).memory.items()} == {
         j: -(-n // 10) for j, n in full.items()}
     # on other layers than D_f's (1-3): a memory of those layers, a term of its own signature
     # (not shared with a memory on D_f's layers), zero on a training image
-    finer = apply_overrides(before.cfg, ["scoring.memory=4", "scoring.memory_layers=[1,2,3]"])
-    assert finer.scoring.memory_layers == (1, 2, 3) and finer.features.layers != (1, 2, 3)
+    finer = apply_overrides(before.cfg, ["ddad.memory=4", "ddad.memory_layers=[1,2,3]"])
+    assert finer.ddad.memory_layers == (1, 2, 3) and finer.features.layers != (1, 2, 3)
     assert type(det).terms_signature(finer) != type(det).terms_signature(
-        apply_overrides(before.cfg, ["scoring.memory=4"]))
+        apply_overrides(before.cfg, ["ddad.memory=4"]))
     det, changed = reuse_trained(d, finer, progress=False)
-    assert changed == ("scoring",) and sorted(Detector.load(d).memory) == [1, 2, 3]
+    assert changed == ("ddad",) and sorted(Detector.load(d).memory) == [1, 2, 3]
     train = nominal_split(det.cfg)[0].stack()[:2]
     t = det.terms(train)
     assert t.maps["memory"].abs().max() < 1e-3 and t.maps["memory"].shape == t.maps["feature"].shape
-    det.cfg = apply_overrides(det.cfg, ["scoring.memory_layers=[2,3]"])  # a memory of other layers than the config's
+    det.cfg = apply_overrides(det.cfg, ["ddad.memory_layers=[2,3]"])  # a memory of other layers than the config's
     with pytest.raises(ModelFileError, match=r"layers \[2, 3\], this model has layers \[1, 2, 3\]"):
         det.terms(train)
     det, _ = reuse_trained(d, before.cfg, progress=False)  # and off again: the memory is dropped from the model
     assert det.memory is None and not (d / "state.safetensors").exists()
     with pytest.raises(ConfigError, match="memory_coreset must be in"):
-        apply_overrides(before.cfg, ["scoring.memory_coreset=0"])
+        apply_overrides(before.cfg, ["ddad.memory_coreset=0"])
     with pytest.raises(ConfigError, match="memory_layers must name at least one"):
-        apply_overrides(before.cfg, ["scoring.memory_layers=[]"])
+        apply_overrides(before.cfg, ["ddad.memory_layers=[]"])

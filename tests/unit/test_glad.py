@@ -12,7 +12,7 @@ from ddad.data.anomalies import AnomalySpec
 from ddad.detector import Detector
 from ddad.diffusion import NoiseSchedule
 from ddad.methods.glad import atp_loss
-from ddad.sampling import (adaptive_reconstruct, first_switch, image_seeds, predict_x0, reconstruct, saff_fuse,
+from ddad.sampling import (adaptive_reconstruct, first_switch, image_seeds, reconstruct, saff_fuse,
                            saff_mask, switch_now)
 from ddad.scoring import patch_nn_distance, patch_nn_map
 

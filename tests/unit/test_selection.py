@@ -111,7 +111,7 @@ def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_d
 
     c = auto_candidates("ddad")
     assert c[0] == "" and len(c) == 1 + int(np.prod([len(v) for v in RECIPES["ddad"].grid.values()]))
-    assert "sampling.start_level=500,scoring.v=16,scoring.memory=0" in c and "scoring.memory=16" in c[-1]
+    assert "sampling.start_level=500,scoring.v=16,ddad.memory=0" in c and "ddad.memory=16" in c[-1]
     for name in METHODS:  # every key of every auto grid is an inference setting of a trained model
         for cand in auto_candidates(name)[1:]:
             apply_overrides(DDADConfig(method=name), split_candidate(cand))
@@ -119,7 +119,7 @@ def test_auto_grid_is_the_methods_own_and_a_method_without_one_is_told_what_to_d
     # candidates, and the model as saved, recombined from them)
     cfgs, groups = candidate_groups(METHODS["ddad"], DDADConfig(), c)
     assert len(groups) == 2 and "" in next(iter(groups.values()))
-    assert all(cfgs[m[0]].scoring.memory > 0 for m in groups.values())
+    assert all(cfgs[m[0]].ddad.memory > 0 for m in groups.values())
     assert sorted(cfgs[m[0]].sampling.start_level for m in groups.values()) == [250, 500]
     monkeypatch.delitem(RECIPES, "ran")
     with pytest.raises(ValueError, match="ddad select --grid"):
@@ -235,21 +235,17 @@ def test_select_scores_every_candidate_and_apply_saves_the_best(tiny_model, tmp_
 def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_each_ran_alone(tiny_model, tmp_path,
                                                                                              monkeypatch):
     import shutil
-    from dataclasses import replace
 
     import ddad.pipeline as pipeline
     import ddad.selection
-    from ddad.config import apply_overrides
     from ddad.detector import Detector
-    from ddad.metrics import MapAccumulator
-    from ddad.selection import held_out_split
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
     # three sets of terms: memory on (its weight, with v) with the memory-off candidates (saved, v, sigma) recombined
     # from them at m = 0, memory on other layers, fewer sampling steps
-    cands = ["", "scoring.v=4", "scoring.sigma=2.0", "scoring.memory=1", "scoring.memory=4,scoring.v=4",
-             "scoring.memory=4,scoring.memory_layers=[1,2,3]", "sampling.steps=1"]
+    cands = ["", "scoring.v=4", "scoring.sigma=2.0", "ddad.memory=1", "ddad.memory=4,scoring.v=4",
+             "ddad.memory=4,ddad.memory_layers=[1,2,3]", "sampling.steps=1"]
     opened, real_copy = [], pipeline.trial_copy
 
     def counting_copy(model_dir, cfg, *a, **k):
@@ -268,7 +264,7 @@ def test_candidates_sharing_their_terms_are_scored_from_one_run_exactly_as_if_ea
 
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
     sel = select_settings(model, cands, progress=False, strengths=(1.0,))
-    assert list(sel.rows) == cands and len(opened) == 3 and opened[0].scoring.memory == 1
+    assert list(sel.rows) == cands and len(opened) == 3 and opened[0].ddad.memory == 1
     n = sel.n_calibration  # per group: the copy's calibration, then the proxy; the calibration's terms are reused
     assert measured == [n, (1 + sel.draws) * sel.n_proxy] * 3
     monkeypatch.setattr(Detector, "terms_maps", real_terms)
@@ -310,7 +306,6 @@ def test_a_methods_term_weights_are_recombined_from_one_set_of_terms_exactly_as_
     import ddad.selection
     from ddad.config import apply_overrides
     from ddad.data import load_dataset
-    from ddad.detector import Detector
     from ddad.pipeline import stack_images
     from test_d3ad import TINY_D3AD
     from test_ran import TINY_RAN
@@ -341,7 +336,6 @@ def test_a_methods_term_weights_are_recombined_from_one_set_of_terms_exactly_as_
 def test_every_auto_grid_is_made_of_settings_a_trained_model_takes():
     """A key of an auto grid is a shared inference section or one of the method's inference options, and a weight
     recombined from shared terms is one of those options."""
-    from ddad.config import METHOD_SECTIONS
     from ddad.methods import METHODS, RECIPES
     from ddad.pipeline import REDONE_SECTIONS
 
@@ -350,8 +344,7 @@ def test_every_auto_grid_is_made_of_settings_a_trained_model_takes():
         assert set(cls.combine_options) <= set(cls.inference_options)
         for key in RECIPES[name].grid:
             section, option = key.split(".", 1)
-            assert section in REDONE_SECTIONS or (section == METHOD_SECTIONS[name]
-                                                  and option in cls.inference_options), (name, key)
+            assert section in REDONE_SECTIONS or (section == name and option in cls.inference_options), (name, key)
 
 
 def test_glad_is_ranked_on_defects_unlike_the_ones_its_training_pastes():
@@ -407,7 +400,7 @@ def test_the_progress_bar_counts_every_image_the_terms_see(tiny_model, tmp_path,
 
     monkeypatch.setattr(selection, "tqdm", Bar)
     monkeypatch.setattr(Detector, "terms_maps", counting_terms)
-    select_settings(model, ["", "scoring.v=4", "scoring.memory=1"], progress=True, draws=2)
+    select_settings(model, ["", "scoring.v=4", "ddad.memory=1"], progress=True, draws=2)
     assert len(bars) == 1 and bars[0].n == bars[0].total == sum(seen)  # the total, raised by probes, is what was done
     assert "select" in capsys.readouterr().err
 

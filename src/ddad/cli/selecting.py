@@ -114,17 +114,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..benchmark import run_benchmark
-    from ..config import load_config
-
-    from ..config import METHOD_SECTIONS
+    from ..config import METHOD_NAMES, load_config
 
     root = args.data or os.environ.get("DDAD_BENCH_DATA")
     configs = []
     for path in args.config or [None]:
         method = load_config(path).method
         # an override of a method's own section (d3ad.k=5) goes to that method's config only
-        mine = [o for o in args.set or [] if o.split(".", 1)[0] not in set(METHOD_SECTIONS.values()) - {None}
-                or o.split(".", 1)[0] == METHOD_SECTIONS[method]]
+        mine = [o for o in args.set or [] if o.split(".", 1)[0] not in METHOD_NAMES or o.split(".", 1)[0] == method]
         cfg = load_config(path, mine)
         cfg = replace(cfg, data=replace(cfg.data, root=root or cfg.data.root, layout=args.layout or cfg.data.layout,
                                         category=args.category or cfg.data.category))

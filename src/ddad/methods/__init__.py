@@ -1,7 +1,7 @@
 """Methods as plug-ins: one module per method, one entry in METHODS.
 
 A method subclasses `ddad.methods.base.Detector` (its networks, training objective, reconstruction and distance
-terms); its own options live in the config section named in `ddad.config.METHOD_SECTIONS`. The pipeline, CLI,
+terms); its own options live in the config section named after it (`ddad.config.METHOD_NAMES`). The pipeline, CLI,
 service, report and benchmark only use the shared Detector interface. Its label-free recipe (`--auto`: the settings
 tried and the synthetic defects they are ranked on) is one entry in RECIPES (methods/recipes.py).
 """

@@ -1,4 +1,5 @@
-"""What every method shares: calibration, batched per-image inference, domain adaptation, save/load.
+"""What every method shares: calibration, batched per-image inference, domain adaptation, save/load (what they
+produce: methods/outputs.py).
 
 A method is a subclass of `Detector` registered in `ddad.methods.METHODS`. It owns its networks, its training
 objective (`fit`), its reconstruction and its distance terms; everything else is here, so the pipeline, CLI,
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -22,70 +22,17 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import ModelFileError, load_json, load_tensors, save_json, save_tensors
-from ..config import METHOD_SECTIONS, DDADConfig, from_dict, save_config, to_dict
-from ..data import ImageSet
+from ..config import DDADConfig, from_dict, migrate, save_config, to_dict
 from ..diffusion import NoiseSchedule, count_parameters
 from ..diffusion.train import TrainResult
 from ..features.adapt import AdaptResult, adapt_extractor
 from ..features.extractor import FeatureExtractor, build_extractor
 from ..scoring import feature_distance, image_score, smooth
+from .outputs import Calibration, Prediction, Terms, to_image, to_model
 
 __all__ = ["Calibration", "Prediction", "Terms", "Detector", "to_model", "to_image"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Constants measured once on held-out nominal images and stored with the model."""
-
-    constants: dict[str, float]  # the method's map constants (DDAD: scale = max D_f / max D_p, Eq. 9)
-    threshold: float  # image-score threshold at the configured false-reject rate
-    nominal_scores: tuple[float, ...]
-    pixel_threshold: float  # map value above which a pixel is marked defective (= threshold: PASS -> empty mask)
-
-    def to_json(self) -> dict:
-        return {"constants": dict(self.constants), "threshold": self.threshold,
-                "nominal_scores": list(self.nominal_scores), "pixel_threshold": self.pixel_threshold}
-
-    @classmethod
-    def from_json(cls, c: dict) -> "Calibration":
-        constants = c["constants"] if "constants" in c else {"scale": c["scale"]}  # models before methods
-        return cls(dict(constants), c["threshold"], tuple(c["nominal_scores"]), c["pixel_threshold"])
-
-
-@dataclass(frozen=True)
-class Terms:
-    x0: torch.Tensor  # (B, 3, H, W) reconstructions in [0, 1]
-    maps: dict[str, torch.Tensor]  # name -> (B, 1, H, W) unsmoothed distance terms, e.g. pixel, feature
-    # name -> (B,) per-image values the method decided on its own (GLAD: its adaptive step), kept with the scores
-    # (scores.json) and shown in the report
-    info: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    scores: torch.Tensor  # (B,)
-    maps: torch.Tensor  # (B, H, W) smoothed anomaly maps
-    reconstructions: torch.Tensor | None  # (B, 3, H, W) in [0, 1]; None for a baseline that reconstructs nothing
-    terms: dict[str, torch.Tensor]  # name -> (B, H, W) the method's unsmoothed terms (DDAD: pixel, feature)
-    info: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,) per-image values (Terms.info)
-
-    @staticmethod
-    def cat(parts: list["Prediction"]) -> "Prediction":
-        return Prediction(torch.cat([p.scores for p in parts]), torch.cat([p.maps for p in parts]),
-                          torch.cat([p.reconstructions for p in parts]),
-                          {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms},
-                          {k: torch.cat([p.info[k] for p in parts]) for k in parts[0].info})
-
-
-def to_model(x01: torch.Tensor | ImageSet) -> torch.Tensor | ImageSet:
-    """[0, 1] -> model space [-1, 1]; an ImageSet gives a view whose batches are converted as they are read."""
-    return x01.map(to_model) if isinstance(x01, ImageSet) else x01 * 2 - 1
-
-
-def to_image(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1) / 2).clamp(0, 1)
 
 
 def _extractor(cfg: DDADConfig) -> FeatureExtractor:
@@ -162,9 +109,8 @@ class Detector:
         it."""
         d = to_dict(cfg)
         d.pop("scoring")
-        own = METHOD_SECTIONS[cls.name]
         for key in cls.combine_options:
-            d[own].pop(key)
+            d[cls.name].pop(key)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -177,10 +123,7 @@ class Detector:
         """Nominal references the map compares with that depend on the feature extractor or the settings (DDAD's
         nominal memory), from the training images (N, 3, H, W) in [0, 1] (a tensor or an ImageSet). Called at the end
         of adapt, and by the pipeline after fit and before re-calibrating a model whose settings changed. Default:
-        none (and scoring.memory, a DDAD term, must stay 0)."""
-        if self.cfg.scoring.memory:
-            raise ValueError(f"scoring.memory={self.cfg.scoring.memory:g} weights DDAD's nominal-memory term; method "
-                             f"{self.name!r} has none. Set scoring.memory: 0 (or method: ddad)")
+        none."""
 
     def state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors besides the networks (e.g. a kNN bank), saved in state.safetensors."""
@@ -346,7 +289,7 @@ class Detector:
         if not d.is_dir():
             raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
         meta = load_json(d / "model.json")
-        cfg = from_dict(DDADConfig, meta["config"], where=str(d / "model.json"))
+        cfg = from_dict(DDADConfig, migrate(meta["config"]), where=str(d / "model.json"))
         from . import METHODS
 
         det = METHODS[cfg.method].build(cfg, meta)  # on the CPU, moved to `device` at the end

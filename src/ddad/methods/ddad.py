@@ -1,7 +1,7 @@
 """DDAD (Mousakhan et al.): a pixel-space eps-UNet, conditioned DDIM from T' (Algorithm 1), and the map
 D = D_f + v * s * D_p (Eq. 8-9) with s calibrated on nominal images instead of the test batch.
 
-Not in the paper, off by default: scoring.memory = m adds m * s_m * D_m, D_m the distance of each input patch to a
+Not in the paper, off by default: ddad.memory = m adds m * s_m * D_m, D_m the distance of each input patch to a
 nominal memory (every pooled patch of the training images, ddad.scoring.memory_distance), s_m = max D_f / max D_m
 on held-out nominal images. On a stochastic texture the reconstruction is a new sample of the texture, not the input
 minus its defect, and D_f / D_p are high everywhere; the memory still knows what nominal patches look like
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import DDADConfig, to_dict
+from ..config import DDADConfig, DDADMethodConfig, to_dict
 from ..diffusion import build_unet
 from ..diffusion.train import TrainResult, train_diffusion
 from ..sampling import FixedStart, reconstruct
@@ -28,11 +28,12 @@ __all__ = ["DDAD"]
 class DDAD(Detector):
     name = "ddad"
     summary = "DDAD: pixel-space UNet, conditioned DDIM from a fixed T', pixel L1 + feature cosine map, domain adaptation"
+    inference_options = ("memory", "memory_coreset", "memory_layers")  # the whole `ddad` section
 
     def __init__(self, cfg: DDADConfig, unet: nn.Module, extractor, calibration=None):
         super().__init__(cfg, extractor, calibration)
         self.unet = unet.eval()
-        self.memory: dict[int, torch.Tensor] | None = None  # layer -> (C, N*h*w) nominal patches (scoring.memory)
+        self.memory: dict[int, torch.Tensor] | None = None  # layer -> (C, N*h*w) nominal patches (ddad.memory)
 
     @classmethod
     def build(cls, cfg: DDADConfig, meta: dict | None = None) -> "DDAD":
@@ -68,12 +69,12 @@ class DDAD(Detector):
                           s.official_offbyone)
         return to_image(out.x0)
 
-    # ---- nominal memory (scoring.memory) --------------------------------------------------------------
+    # ---- nominal memory (ddad.memory) -----------------------------------------------------------------
     def fit_references(self, images: torch.Tensor) -> None:
-        """The nominal memory from the training images with the current extractor, where scoring.memory > 0 (none
+        """The nominal memory from the training images with the current extractor, where ddad.memory > 0 (none
         otherwise: a model without the term carries no bank)."""
         self.memory = None
-        if not self.cfg.scoring.memory:
+        if not self.cfg.ddad.memory:
             return
         layers = self.memory_layers
         parts: dict[int, list[torch.Tensor]] = {j: [] for j in layers}
@@ -83,12 +84,12 @@ class DDAD(Detector):
                 for j, f in self.extractor(images[s : s + bs].to(self.device), layers).items():
                     parts[j].append(f.cpu())
         self.memory = memory_coreset(memory_bank({j: torch.cat(p) for j, p in parts.items()}),
-                                     self.cfg.scoring.memory_coreset)
+                                     self.cfg.ddad.memory_coreset)
 
     @staticmethod
     def memory_layers_of(cfg: DDADConfig) -> tuple[int, ...]:
-        """The feature layers of D_m: scoring.memory_layers, or those of D_f."""
-        return tuple(cfg.scoring.memory_layers or cfg.features.layers)
+        """The feature layers of D_m: ddad.memory_layers, or those of D_f."""
+        return tuple(cfg.ddad.memory_layers or cfg.features.layers)
 
     @property
     def memory_layers(self) -> tuple[int, ...]:
@@ -96,20 +97,18 @@ class DDAD(Detector):
 
     @classmethod
     def terms_signature(cls, cfg: DDADConfig) -> str:
-        # the memory map is a term, measured where scoring.memory is on (from the coreset and layers the config keeps);
-        # its weight m (and v, sigma) recombine
-        sc = cfg.scoring
-        return super().terms_signature(cfg) + (
-            f" memory coreset={sc.memory_coreset} layers={list(cls.memory_layers_of(cfg))}" if sc.memory else "")
+        # the memory map is a term, measured where ddad.memory is on (from the coreset and layers the section keeps);
+        # its weight m (like v and sigma) only recombines
+        d = cfg.ddad
+        return super().terms_signature(replace(cfg, ddad=DDADMethodConfig())) + (
+            f" memory coreset={d.memory_coreset} layers={list(cls.memory_layers_of(cfg))}" if d.memory else "")
 
     @classmethod
     def terms_cover(cls, cfg: DDADConfig, other: DDADConfig) -> bool:
         # the map without the memory term (m = 0) is recombined from the terms of one with it: the same
         # reconstruction, D_f and D_p, and a memory term it weighs by 0
-        if not other.scoring.memory and cfg.scoring.memory:
-            sc = cfg.scoring
-            other = replace(other, scoring=replace(other.scoring, memory=sc.memory, memory_layers=sc.memory_layers,
-                                                   memory_coreset=sc.memory_coreset))
+        if not other.ddad.memory and cfg.ddad.memory:
+            other = replace(other, ddad=cfg.ddad)  # for the comparison only: the same memory, weighed or not
         return super().terms_cover(cfg, other)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -126,7 +125,7 @@ class DDAD(Detector):
         layers = self.memory_layers
         if self.memory is None or sorted(self.memory) != sorted(layers):
             have = "none" if self.memory is None else f"layers {sorted(self.memory)}"
-            raise ModelFileError(f"scoring.memory={self.cfg.scoring.memory:g} needs the nominal memory of feature "
+            raise ModelFileError(f"ddad.memory={self.cfg.ddad.memory:g} needs the nominal memory of feature "
                                  f"layers {list(layers)}, this model has {have}: run `ddad adapt --model MODEL_DIR` "
                                  "(or det.fit_references(training images)) to measure it")
         return memory_distance({j: f_y[j] for j in layers}, self.memory, size)
@@ -134,12 +133,12 @@ class DDAD(Detector):
     def terms(self, y: torch.Tensor) -> Terms:
         x0 = self.reconstruct(y)
         layers, size = self.cfg.features.layers, tuple(y.shape[-2:])
-        mem = self.memory_layers if self.cfg.scoring.memory else ()
+        mem = self.memory_layers if self.cfg.ddad.memory else ()
         with torch.inference_mode():
             f_y = self.extractor(y, tuple(sorted({*layers, *mem})))  # once, for D_f and (where on) D_m
             maps = {"pixel": pixel_distance(x0, y),
                     "feature": feature_distance(self.extractor(x0, layers), {j: f_y[j] for j in layers}, size)}
-            if self.cfg.scoring.memory:
+            if self.cfg.ddad.memory:
                 maps["memory"] = self.memory_map(f_y, size)
             return Terms(x0, maps)
 
@@ -161,15 +160,16 @@ class DDAD(Detector):
         else:
             scale = constants["scale"]
         d = combine(maps["pixel"], maps["feature"], sc.v, scale)
-        if sc.memory:
+        m = self.cfg.ddad.memory
+        if m:
             d_m = maps["memory"]
             if scale is None:  # per image, as combine's own balance
                 peak = lambda t: t.amax(dim=(1, 2, 3), keepdim=True)  # noqa: E731
                 s_m = peak(maps["feature"]) / peak(d_m).clamp_min(1e-8)
             elif "memory_scale" not in constants:
-                raise RuntimeError("scoring.memory > 0 but the calibration has no memory_scale: re-calibrate "
+                raise RuntimeError("ddad.memory > 0 but the calibration has no memory_scale: re-calibrate "
                                    "(det.calibrate(nominal images), or `ddad adapt --model MODEL_DIR`)")
             else:
                 s_m = constants["memory_scale"]
-            d = d + sc.memory * s_m * d_m
+            d = d + m * s_m * d_m
         return d

@@ -21,11 +21,11 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # T': the paper's 250 and a deeper start that repaints more of a defect; v: the paper's 1 up to a pixel-led map
-    # (x4 steps); m (scoring.memory): the nominal-memory term off, level with D_f, leading, or dominating the map
+    # (x4 steps); m (ddad.memory): the nominal-memory term off, level with D_f, leading, or dominating the map
     # (the same x4 steps). None needs re-adaptation, and v, m only recombine the terms (combine_options,
     # terms_cover): two reconstructions of the proxy set, one per T', and one extractor pass over the training
     # images to measure the memory
-    "ddad": Recipe({"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "scoring.memory": (0, 1, 4, 16)}),
+    "ddad": Recipe({"sampling.start_level": (250, 500), "scoring.v": (1, 4, 16), "ddad.memory": (0, 1, 4, 16)}),
     # T'_max: SPEC's 80 latent steps and a deeper start (as DDAD's grid doubles T'), each image's own T' still a bin's
     # fraction of it; lambda: the paper's 0.85 (latent-led), an even map and a feature-led one (the paper fixed lambda
     # for every category; defects that change texture more than intensity need the feature term). Two
