@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..checkpoint import ModelFileError, load_json, load_tensors, save_json, save_tensors
 from ..config import DDADConfig, from_dict, migrate, save_config, to_dict
 from ..diffusion import NoiseSchedule, count_parameters
@@ -142,6 +143,8 @@ class Detector:
     def create(cfg: DDADConfig, device: str | torch.device = "cpu") -> "Detector":
         """A new, untrained detector of method `cfg.method` on `device`."""
         from . import METHODS
+
+        keep_freed_memory()  # activations re-used step after step instead of mapped anew (ddad.allocator)
 
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left untouched
             torch.manual_seed(cfg.train.seed)
@@ -288,6 +291,7 @@ class Detector:
         d = Path(run_dir)
         if not d.is_dir():
             raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
+        keep_freed_memory()
         meta = load_json(d / "model.json")
         cfg = from_dict(DDADConfig, migrate(meta["config"]), where=str(d / "model.json"))
         from . import METHODS
