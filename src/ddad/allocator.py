@@ -4,9 +4,9 @@ glibc serves every block above its mmap threshold (128 KiB, raised as large bloc
 64-bit) with a fresh mmap and unmaps it when freed, and trims the heap's free top above the trim threshold. A
 diffusion model's activations are such blocks (a 256-px UNet level of 64 channels: 16.8 MB per image), freed and
 allocated again at every denoising step, so each step maps and page-faults them in anew. On the 2-core CPU, the
-`ddad` UNet at 256 px took 0.94 s per image at batch 1 and 1.24 s at batch 4 with glibc's defaults (8.3 M minor
-page faults in the run), 0.79 and 0.77 s with both thresholds at 1 GiB (0.48 M faults): the same arithmetic, only
-where the memory comes from (BENCHMARKS.md, "Against the official implementation").
+`ddad` UNet at 256 px took 0.93 s per image at batch 1 and 1.28 s at batch 4 with glibc's defaults (8.6 M minor
+page faults in the run), 0.78 and 0.71 s with both thresholds at 1 GiB (0.50 M faults): the same arithmetic, only
+where the memory comes from (benchmarks/allocator.py; BENCHMARKS.md, "Against the official implementation").
 
 The cost: memory freed stays with the process (up to the trim threshold above what it uses); its peak is unchanged.
 `keep_freed_memory` runs when a detector is created or loaded. Setting the environment variable
