@@ -20,7 +20,7 @@ log = logging.getLogger("ddad")
 COMMANDS = {**TRAINING, **SCORING, **SELECTING}
 ORDER = (  # as `ddad --help` lists them
 "demo", "synth", "train", "adapt", "evaluate", "predict", "select", "report", "serve", "benchmark", "export",
-         "info")
+         "convert", "info")
 
 
 def preflight(args: argparse.Namespace) -> None:
@@ -29,6 +29,10 @@ def preflight(args: argparse.Namespace) -> None:
     model = getattr(args, "model", None)
     if model is not None:
         d = Path(model)
+        if d.is_file() and d.suffix == ".ckpt":
+            raise UsageError(f"--model {d}: a Lightning checkpoint, not a model directory. For a ddad.anomalib "
+                             f"model's checkpoint, `ddad convert {d} --out DIR` writes its model directory (the "
+                             "model's run_dir already is one)")
         if not d.is_dir():
             raise UsageError(f"--model {d}: no such directory; give a model directory made by `ddad train --out DIR`")
         if not (d / "model.json").is_file():

@@ -1,5 +1,5 @@
-"""ddad evaluate, predict, report, serve, export, info: using a trained model. Each command's arguments sit above
-its handler."""
+"""ddad evaluate, predict, report, serve, export, convert, info: using a trained model. Each command's arguments
+sit above its handler."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from .common import add_backend, add_common, add_data, test_dataset
+from .common import UsageError, add_backend, add_common, add_data, test_dataset
 
 log = logging.getLogger("ddad")
 
@@ -146,6 +146,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def args_convert(s: argparse.ArgumentParser) -> None:
+    s.add_argument("checkpoint", help="Lightning checkpoint (.ckpt) of a ddad.anomalib model (anomalib's Engine)")
+    s.add_argument("--out", required=True, help="model directory to write (ddad evaluate|predict|serve --model OUT)")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        from ..anomalib import checkpoint_to_model_dir
+    except ImportError as e:
+        raise UsageError(f"{e}") from e
+    out = checkpoint_to_model_dir(args.checkpoint, args.out)
+    print(f"wrote the model directory {out}; use it with ddad evaluate|predict|serve|export --model {out}")
+    return 0
+
+
 def args_info(s: argparse.ArgumentParser) -> None:
     pass
 
@@ -180,5 +195,6 @@ COMMANDS = {
     "serve": ("REST API + browser page for a trained model", args_serve, cmd_serve,
               {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}),
     "export": ("export the inference networks to ONNX or OpenVINO", args_export, cmd_export, {}),
+    "convert": ("a ddad.anomalib Lightning checkpoint as a ddad model directory", args_convert, cmd_convert, {}),
     "info": ("methods, UNet presets with parameter counts, backbones", args_info, cmd_info, {}),
 }
