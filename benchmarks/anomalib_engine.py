@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--auto", action="store_true", help="the method's label-free selection after training")
     p.add_argument("--resume", action="store_true", help="continue the method's training from --out's checkpoints")
+    p.add_argument("--reuse", action="store_true",
+                   help="test the model an earlier run trained through the Engine in --out (no training)")
     p.add_argument("--patchcore-size", type=int, default=256, help="Patchcore's input size (its maps and masks too)")
     p.add_argument("--no-patchcore", action="store_true")
     args = p.parse_args()
@@ -49,13 +51,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_cls = getattr(da, da.METHODS[args.method].__name__)
-    model = model_cls(config=args.config, overrides=args.overrides, run_dir=str(out / args.method), auto=args.auto,
-                      resume=args.resume)
     dm = MVTecAD(root=args.data, category=args.category, train_batch_size=16, eval_batch_size=16, num_workers=0)
     engine = Engine(default_root_dir=str(out / "engine"), accelerator="cpu", logger=False)
-    t0 = time.perf_counter()
-    engine.fit(model=model, datamodule=dm)
-    train_s = time.perf_counter() - t0
+    if args.reuse:
+        model, train_s = model_cls(model_dir=str(out / args.method)), float("nan")
+        dm.setup()
+    else:
+        model = model_cls(config=args.config, overrides=args.overrides, run_dir=str(out / args.method),
+                          auto=args.auto, resume=args.resume)
+        t0 = time.perf_counter()
+        engine.fit(model=model, datamodule=dm)
+        train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     [metrics] = engine.test(model=model, datamodule=dm)
     test_s = time.perf_counter() - t0

@@ -128,7 +128,6 @@ def test_a_ddad_trained_model_opens_in_anomalib_on_a_folder_datamodule(tiny_mode
     from anomalib.data import Folder
 
     from ddad.anomalib import DDAD
-    from ddad.data import load_dataset
     from ddad.detector import Detector
     from ddad.metrics import image_auroc
 
@@ -137,10 +136,11 @@ def test_a_ddad_trained_model_opens_in_anomalib_on_a_folder_datamodule(tiny_mode
     dm = Folder(name="tiny", root=str(tiny_object), normal_dir="train/good", normal_test_dir="test/good",
                 abnormal_dir=[f"test/{d}" for d in defects], train_batch_size=4, eval_batch_size=8, num_workers=0)
     [metrics] = _engine(tmp_path).test(model=model, datamodule=dm)
-    ds = load_dataset("mvtec", tiny_object, "test", image_size=32)
-    scores = Detector.load(tiny_model).predict(torch.stack([ds[i].image for i in range(len(ds))])).scores
-    assert metrics["image_AUROC"] == pytest.approx(image_auroc(scores.numpy(), ds.labels), abs=1e-4)
-    with pytest.raises(ValueError, match="D3AD"):
+    tested = dm.test_data.samples  # the images anomalib's split put in the test set, with their labels
+    scores = Detector.load(tiny_model).predict(torch.stack([_read(p) for p in tested.image_path])).scores
+    assert metrics["image_AUROC"] == pytest.approx(image_auroc(scores.numpy(), tested.label_index.to_numpy()),
+                                                   abs=1e-4)
+    with pytest.raises(ValueError, match="holds a ddad model; open it with ddad.anomalib.DDAD"):
         from ddad.anomalib import D3AD
 
         D3AD(model_dir=str(tiny_model))  # a DDAD model is not opened as another method
