@@ -166,3 +166,42 @@ def test_one_anomalib_model_per_method_and_the_post_processor_keeps_the_order():
     y = da.NominalPostProcessor.to_unit(x, t)
     assert bool((y.diff() > 0).all()) and bool(((y > 0) & (y < 1)).all())
     assert float(da.NominalPostProcessor.to_unit(t, t)) == 0.5
+
+
+# each method's tiny settings, as tests/integration/test_methods_cli.py trains them through the CLI
+METHOD_OVERRIDES = {
+    "D3AD": ["sampling.start_level=80", "d3ad.k=3", "d3ad.start_layer=1", "d3ad.start_pool=4",
+             "d3ad.autoencoder.train.steps=3", "d3ad.autoencoder.train.batch_size=4"],
+    "GLAD": ["sampling.start_level=750", "sampling.steps=3", "sampling.eta=0", "scoring.image_score=topk_mean",
+             "scoring.topk=8", "glad.ads_layer=2", "adapt.epochs=0"],
+    "RAN": ["scoring.image_score=topk_mean", "scoring.topk=8", "adapt.epochs=0", "ran.feature_grid=8", "ran.gd_steps=2",
+            "ran.gd_denoise_every=2", "ran.padim_channels=16"],
+}
+
+
+@pytest.mark.parametrize("name", ["D3AD", "GLAD", "RAN"])
+def test_every_method_trains_tests_and_round_trips_through_the_engine(name, tiny_object, tmp_path):
+    """The one adapter serves every method: its fitted state (D3AD's kNN bank, RAN's PaDiM Gaussian) and calibration
+    travel in the checkpoint, and its anomalib metrics are ddad's."""
+    from anomalib.data import MVTecAD
+
+    import ddad.anomalib as da
+    from ddad.data import load_dataset
+    from ddad.detector import Detector
+    from ddad.pipeline import run_evaluate
+
+    model = getattr(da, name)(overrides=[*OVERRIDES, "adapt.batch_size=4", *METHOD_OVERRIDES[name]],
+                              run_dir=str(tmp_path / "m"), progress=False)
+    dm = MVTecAD(root=str(tiny_object.parent), category=tiny_object.name, train_batch_size=4, eval_batch_size=8,
+                 num_workers=0)
+    engine = _engine(tmp_path / "engine")
+    engine.fit(model=model, datamodule=dm)
+    [metrics] = engine.test(model=model, datamodule=dm)
+    res = run_evaluate(Detector.load(tmp_path / "m"), load_dataset("mvtec", tiny_object, "test", image_size=32), None,
+                       progress=False)
+    assert metrics["image_AUROC"] == pytest.approx(res.metrics.image_auroc, abs=1e-4)
+    assert metrics["pixel_AUROC"] == pytest.approx(res.metrics.pixel_auroc, abs=1e-4)
+    x = _test_images(tiny_object)[:4]
+    loaded = getattr(da, name).load_from_checkpoint(engine.best_model_path)
+    assert sorted(loaded.det.state()) == sorted(model.det.state())
+    torch.testing.assert_close(loaded.det.predict(x).scores, model.det.predict(x).scores)
