@@ -73,7 +73,7 @@ def main() -> None:
     ds = load_dataset("mvtec", Path(args.data) / args.category, "test", image_size=det.cfg.data.shape)
     res = run_evaluate(det, ds, out / args.method / "eval", name=args.method, progress=False)
     m = res.metrics
-    rows[f"the same model directory, `ddad evaluate`"] = {
+    rows["the same model directory, `ddad evaluate`"] = {
         "I-AUROC": m.image_auroc, "P-AUROC": m.pixel_auroc, "PRO": m.pro, "s/img": res.seconds_per_image,
         "train s": float("nan")}
     a, b = list(rows.values())

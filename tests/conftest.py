@@ -5,6 +5,23 @@ from ddad.data.synthetic import SyntheticSpec, make_synthetic_dataset
 
 torch.set_num_threads(2)
 
+# The 32-px settings the plumbing tests train with (a few steps: plumbing, not accuracy), and each method's own on
+# top of them; `as_cli` spells a list as the CLI's --set arguments.
+TINY_SETTINGS = ["data.image_size=32", "model.preset=cpu-32", "train.steps=2", "train.batch_size=4", "sampling.steps=2",
+                 "sampling.batch_size=8", "scoring.sigma=1.0", "features.layers=[1,2]"]
+METHOD_SETTINGS = {
+    "d3ad": ["sampling.start_level=80", "d3ad.k=3", "d3ad.start_layer=1", "d3ad.start_pool=4",
+             "d3ad.autoencoder.train.steps=3", "d3ad.autoencoder.train.batch_size=4"],
+    "glad": ["sampling.start_level=750", "sampling.steps=3", "sampling.eta=0", "scoring.image_score=topk_mean",
+             "scoring.topk=8", "glad.ads_layer=2", "adapt.epochs=0"],
+    "ran": ["scoring.image_score=topk_mean", "scoring.topk=8", "adapt.epochs=0", "ran.feature_grid=8", "ran.gd_steps=2",
+            "ran.gd_denoise_every=2", "ran.padim_channels=16"],
+}
+
+
+def as_cli(settings: list[str]) -> list[str]:
+    return [arg for s in settings for arg in ("--set", s)]
+
 
 @pytest.fixture(scope="session")
 def tiny_object(tmp_path_factory):
@@ -22,10 +39,7 @@ def tiny_model(tiny_object, tmp_path_factory):
     from ddad.detector import Detector
     from ddad.pipeline import stack_images
 
-    cfg = apply_overrides(DDADConfig(), [
-        "data.image_size=32", "model.preset=cpu-32", "train.steps=2", "train.batch_size=4", "sampling.steps=2",
-        "sampling.batch_size=8", "scoring.sigma=1.0", "features.layers=[1,2]", f"data.root={tiny_object}",
-    ])
+    cfg = apply_overrides(DDADConfig(), [*TINY_SETTINGS, f"data.root={tiny_object}"])
     images = stack_images(load_dataset("mvtec", tiny_object, "train", image_size=32))
     out = tmp_path_factory.mktemp("tiny_model")
     det = Detector.create(cfg)

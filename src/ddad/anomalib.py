@@ -73,11 +73,12 @@ except ImportError as e:  # pragma: no cover - the extra is missing
 
 from .checkpoint import ModelFileError
 from .config import DDADConfig, apply_overrides, from_dict, load_config, migrate, to_dict
-from .data import seeded_split
 from .methods import METHODS
 from .methods.base import Calibration, Detector
+from .pipeline import held_out_paths, refit_on
 
-__all__ = ["AnomalibDetector", "ModelSizePreProcessor", "NominalPostProcessor", "SUPPORTED", "checkpoint_to_model_dir", "offline_patchcore"]
+__all__ = ["AnomalibDetector", "ModelSizePreProcessor", "NominalPostProcessor", "SUPPORTED", "checkpoint_to_model_dir",
+           "offline_patchcore"]
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +295,7 @@ class AnomalibDetector(AnomalibModule):
         det, cfg = self.det, self.det.cfg
         ordered = sorted(dict(self._images).items())  # by path: the loader's order plays no part
         self._images = []
-        paths = [p for p, _ in ordered]
-        if len(paths) < 4 or cfg.data.val_fraction <= 0:
-            train_paths = val_paths = paths  # calibrate on the training images themselves, as nominal_split does
-        else:
-            train_paths, val_paths = seeded_split(paths, 1 - cfg.data.val_fraction, cfg.data.seed)
+        train_paths, val_paths = held_out_paths([p for p, _ in ordered], cfg)  # the split nominal_split takes
         pixels = dict(ordered)
         train = torch.stack([pixels[p] for p in train_paths])
         val = torch.stack([pixels[p] for p in val_paths])
@@ -306,16 +303,10 @@ class AnomalibDetector(AnomalibModule):
         log.info("ddad %s: training on %d nominal images, calibrating on %d; model directory %s", cfg.method,
                  len(train), len(val), run_dir)
         det.fit(train, run_dir, resume=self.resume, progress=self.progress)
-        if self.adapt and cfg.adapt.epochs > 0:
-            det.reset_extractor()
-            det.adapt(train, progress=self.progress)  # measures the method's nominal references too
-        else:
-            det.fit_references(train)
-        det.calibrate(val)
         root = self._data_root()
         if root is not None:  # the model directory then knows its dataset (`ddad evaluate --model` without --data)
             det.cfg = replace(det.cfg, data=replace(det.cfg.data, root=str(root)))
-        det.save(run_dir)
+        refit_on(det, train, val, run_dir, adapt=self.adapt and cfg.adapt.epochs > 0, progress=self.progress)
         if self.auto:
             if root is None:
                 raise ValueError("auto=True reads the held-out nominal images from disk: give data_root (the "
@@ -402,20 +393,17 @@ def _config(config: str | dict | None, overrides: list[str]) -> DDADConfig:
 
 
 def _model_entry(det: Detector) -> dict[str, Any]:
-    """What a checkpoint needs besides the networks' weights to rebuild the detector: plain data and tensors only
-    (loadable with torch.load(weights_only=True))."""
-    return {"config": to_dict(det.cfg), "describe": det.describe(), "adapted": det.adapted,
-            "state": {k: v.detach().cpu() for k, v in det.state().items()},
+    """What a checkpoint needs besides the networks' weights to rebuild the detector: its model.json, fitted state and
+    calibration, as plain data and tensors (loadable with torch.load(weights_only=True))."""
+    return {"meta": det.model_meta(), "state": {k: v.detach().cpu() for k, v in det.state().items()},
             "calibration": None if det.calibration is None else det.calibration.to_json()}
 
 
 def _detector_from_entry(entry: dict[str, Any]) -> Detector:
-    cfg = from_dict(DDADConfig, migrate(entry["config"]), where="checkpoint")
-    det = METHODS[cfg.method].build(cfg, {"config": entry["config"], **entry.get("describe", {})})
-    det.adapted = bool(entry.get("adapted"))
-    det.load_state(entry.get("state") or {})
-    if entry.get("calibration") is not None:
-        det.calibration = Calibration.from_json(entry["calibration"])
+    cal = entry.get("calibration")
+    det = Detector.from_meta(entry["meta"], entry.get("state") or {},
+                             None if cal is None else Calibration.from_json(cal), where="checkpoint")
+    det.adapted = bool(entry["meta"].get("adapted"))  # the extractor's weights are in the checkpoint either way
     return det
 
 

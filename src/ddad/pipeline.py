@@ -22,7 +22,8 @@ from .evaluation import EvalResult
 from .metrics import format_table
 from .report import labelled_panel, overlay, save_png, to_uint8
 
-__all__ = ["stack_images", "nominal_split", "input_files", "run_train", "run_adapt", "reuse_trained", "trial_copy", "run_evaluate", "run_predict",
+__all__ = ["stack_images", "nominal_split", "held_out_paths", "refit_on", "input_files", "run_train", "run_adapt",
+           "reuse_trained", "trial_copy", "run_evaluate", "run_predict",
            "PredictRecord"]
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,24 @@ def nominal_split(cfg: DDADConfig) -> tuple[ImageSet, ImageSet]:
     if not d.root:
         raise ValueError("no dataset given: set data.root (e.g. --set data.root=path/to/bottle)")
     ds = load_dataset(d.layout, d.root, "train", d.category, d.shape, d.seed)
-    if d.val_fraction <= 0 or len(ds) < 4:
+    train_paths, val_paths = held_out_paths([it.image for it in ds.items], cfg)
+    if train_paths is val_paths:  # too few to hold any out: calibrate on the training images themselves
         images = ImageSet(ds, workers=d.workers)
-        return images, images  # calibrate on the training images themselves
-    train_paths, val_paths = seeded_split([it.image for it in ds.items], 1 - d.val_fraction, d.seed)
+        return images, images
     keep = set(train_paths)
     tr = AnomalyDataset([it for it in ds.items if it.image in keep], d.shape, ds.mask_threshold, ds.name)
     va = AnomalyDataset([it for it in ds.items if it.image not in keep], d.shape, ds.mask_threshold, ds.name)
     return ImageSet(tr, workers=d.workers), ImageSet(va, workers=d.workers)
+
+
+def held_out_paths(paths: list, cfg: DDADConfig) -> tuple[list, list]:
+    """(training, held-out) image paths: a seeded `data.val_fraction` held out (seeded_split: sorted, numpy
+    PCG64(data.seed)); the same list twice (calibrate on the training images themselves) where val_fraction is 0 or
+    there are fewer than 4 images."""
+    d = cfg.data
+    if d.val_fraction <= 0 or len(paths) < 4:
+        return paths, paths
+    return seeded_split(paths, 1 - d.val_fraction, d.seed)
 
 
 def run_train(cfg: DDADConfig, out: str | Path, resume: bool = False, progress: bool = True,
@@ -113,7 +124,13 @@ def _refit(det: Detector, model_dir: str | Path, adapt: bool, progress: bool,
     """Re-adapt (from the ImageNet weights) where asked, re-calibrate (on the held-out nominal images, or on
     `calibration`), save: what follows a change of settings."""
     train, val = nominal_split(det.cfg)
-    val = val if calibration is None else calibration
+    refit_on(det, train, val if calibration is None else calibration, model_dir, adapt, progress)
+
+
+def refit_on(det: Detector, train, val, model_dir: str | Path, adapt: bool, progress: bool) -> None:
+    """Adapt the feature extractor from its ImageNet weights on `train` where asked (else measure the method's
+    nominal references for the current settings), calibrate on `val`, save into model_dir. train/val: image tensors
+    or ImageSets."""
     if adapt:
         det.reset_extractor()
         r = det.adapt(train, progress=progress)  # measures the references with the adapted extractor

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import METHOD_SETTINGS, TINY_SETTINGS
 
 pytest.importorskip("anomalib", reason="ddad.anomalib needs anomalib (pip install -e '.[benchmark]')")
 
-# 32 px, two training steps: plumbing and equalities, not accuracy; val_fraction 0.5 leaves the selection 6 images
-OVERRIDES = ["data.image_size=32", "model.preset=cpu-32", "train.steps=2", "train.batch_size=4", "sampling.steps=2",
-             "sampling.batch_size=8", "scoring.sigma=1.0", "features.layers=[1,2]", "data.val_fraction=0.5"]
+# the tiny model's settings; val_fraction 0.5 leaves the selection 6 images
+OVERRIDES = [*TINY_SETTINGS, "data.val_fraction=0.5"]
 
 
 def _engine(root):
@@ -41,13 +41,6 @@ def _read(path):
     from ddad.data import read_image
 
     return read_image(path, 32)
-
-
-def _test_images(root):
-    from ddad.data import load_dataset
-    from ddad.pipeline import stack_images
-
-    return stack_images(load_dataset("mvtec", root, "test", image_size=32))
 
 
 def test_engine_test_metrics_are_ddad_evaluate_of_the_same_model(trained, tiny_object):
@@ -81,7 +74,7 @@ def test_engine_predict_gives_maps_and_the_calibrated_decisions(trained):
         assert bool((batch.pred_score[order].diff() >= 0).all())  # the same order as the raw scores
 
 
-def test_the_model_is_the_one_ddad_train_adapt_and_select_make(trained, tiny_object, tmp_path):
+def test_the_model_is_the_one_ddad_train_adapt_and_select_make(trained, tiny_object, images, tmp_path):
     """Training images sorted by path and split as nominal_split splits them: anomalib's shuffling plays no part."""
     from ddad.config import load_config
     from ddad.detector import Detector
@@ -92,19 +85,19 @@ def test_the_model_is_the_one_ddad_train_adapt_and_select_make(trained, tiny_obj
     run_train(cfg, tmp_path / "m", progress=False)
     run_adapt(tmp_path / "m", progress=False)
     auto_select(tmp_path / "m", cfg.data.seed, progress=False)
-    x = _test_images(tiny_object)
+    x = images
     ours, theirs = Detector.load(tmp_path / "m"), trained.model.det
     assert ours.cfg == theirs.cfg
     torch.testing.assert_close(theirs.predict(x).scores, ours.predict(x).scores, rtol=1e-5, atol=1e-6)
 
 
-def test_checkpoint_loads_back_and_converts_to_a_model_directory(trained, tiny_object, tmp_path, caplog):
+def test_checkpoint_loads_back_and_converts_to_a_model_directory(trained, tiny_object, images, tmp_path, caplog):
     from ddad.anomalib import DDAD
     from ddad.cli import main
     from ddad.detector import Detector
 
     ckpt = trained.engine.best_model_path
-    x = _test_images(tiny_object)
+    x = images
     want = trained.model.det.predict(x).scores
     loaded = DDAD.load_from_checkpoint(ckpt)
     torch.testing.assert_close(loaded.det.predict(x).scores, want)
@@ -168,19 +161,9 @@ def test_one_anomalib_model_per_method_and_the_post_processor_keeps_the_order():
     assert float(da.NominalPostProcessor.to_unit(t, t)) == 0.5
 
 
-# each method's tiny settings, as tests/integration/test_methods_cli.py trains them through the CLI
-METHOD_OVERRIDES = {
-    "D3AD": ["sampling.start_level=80", "d3ad.k=3", "d3ad.start_layer=1", "d3ad.start_pool=4",
-             "d3ad.autoencoder.train.steps=3", "d3ad.autoencoder.train.batch_size=4"],
-    "GLAD": ["sampling.start_level=750", "sampling.steps=3", "sampling.eta=0", "scoring.image_score=topk_mean",
-             "scoring.topk=8", "glad.ads_layer=2", "adapt.epochs=0"],
-    "RAN": ["scoring.image_score=topk_mean", "scoring.topk=8", "adapt.epochs=0", "ran.feature_grid=8", "ran.gd_steps=2",
-            "ran.gd_denoise_every=2", "ran.padim_channels=16"],
-}
-
 
 @pytest.mark.parametrize("name", ["D3AD", "GLAD", "RAN"])
-def test_every_method_trains_tests_and_round_trips_through_the_engine(name, tiny_object, tmp_path):
+def test_every_method_trains_tests_and_round_trips_through_the_engine(name, tiny_object, images, tmp_path):
     """The one adapter serves every method: its fitted state (D3AD's kNN bank, RAN's PaDiM Gaussian) and calibration
     travel in the checkpoint, and its anomalib metrics are ddad's."""
     from anomalib.data import MVTecAD
@@ -190,7 +173,7 @@ def test_every_method_trains_tests_and_round_trips_through_the_engine(name, tiny
     from ddad.detector import Detector
     from ddad.pipeline import run_evaluate
 
-    model = getattr(da, name)(overrides=[*OVERRIDES, "adapt.batch_size=4", *METHOD_OVERRIDES[name]],
+    model = getattr(da, name)(overrides=[*OVERRIDES, "adapt.batch_size=4", *METHOD_SETTINGS[name.lower()]],
                               run_dir=str(tmp_path / "m"), progress=False)
     dm = MVTecAD(root=str(tiny_object.parent), category=tiny_object.name, train_batch_size=4, eval_batch_size=8,
                  num_workers=0)
@@ -201,7 +184,7 @@ def test_every_method_trains_tests_and_round_trips_through_the_engine(name, tiny
                        progress=False)
     assert metrics["image_AUROC"] == pytest.approx(res.metrics.image_auroc, abs=1e-4)
     assert metrics["pixel_AUROC"] == pytest.approx(res.metrics.pixel_auroc, abs=1e-4)
-    x = _test_images(tiny_object)[:4]
+    x = images[:4]
     loaded = getattr(da, name).load_from_checkpoint(engine.best_model_path)
     assert sorted(loaded.det.state()) == sorted(model.det.state())
     torch.testing.assert_close(loaded.det.predict(x).scores, model.det.predict(x).scores)

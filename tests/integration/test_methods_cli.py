@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import METHOD_SETTINGS, as_cli
 
 from ddad.cli import main
 from ddad.detector import Detector
@@ -13,9 +14,7 @@ from ddad.pipeline import stack_images
 TINY = ["--set", "data.image_size=32", "--set", "model.preset=cpu-32", "--set", "train.steps=3",
         "--set", "train.batch_size=4", "--set", "sampling.steps=2", "--set", "sampling.batch_size=8",
         "--set", "scoring.sigma=1.0", "--set", "features.layers=[1,2]", "--set", "adapt.batch_size=4"]
-D3AD = ["--set", "sampling.start_level=80", "--set", "d3ad.k=3", "--set", "d3ad.start_layer=1",
-        "--set", "d3ad.start_pool=4", "--set", "d3ad.autoencoder.train.steps=3",
-        "--set", "d3ad.autoencoder.train.batch_size=4"]
+D3AD = as_cli(METHOD_SETTINGS["d3ad"])
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +95,7 @@ def test_a_ddad_model_saved_before_methods_existed_still_loads(tiny_model, tiny_
     torch.testing.assert_close(old.predict(x).scores, new.predict(x).scores, rtol=0, atol=0)
 
 
-GLAD = ["--set", "sampling.start_level=750", "--set", "sampling.steps=3", "--set", "sampling.eta=0",
-        "--set", "scoring.image_score=topk_mean", "--set", "scoring.topk=8", "--set", "glad.ads_layer=2",
-        "--set", "adapt.epochs=0"]
+GLAD = as_cli(METHOD_SETTINGS["glad"])
 
 
 def test_glad_goes_through_the_same_cli_report_and_service(tiny_object, tmp_path):
@@ -128,9 +125,7 @@ def test_glad_goes_through_the_same_cli_report_and_service(tiny_object, tmp_path
         assert r.json()["info"]["adaptive_step"] in plan
 
 
-RAN = ["--set", "scoring.image_score=topk_mean", "--set", "scoring.topk=8", "--set", "adapt.epochs=0",
-       "--set", "ran.feature_grid=8", "--set", "ran.gd_steps=2", "--set", "ran.gd_denoise_every=2",
-       "--set", "ran.padim_channels=16"]
+RAN = as_cli(METHOD_SETTINGS["ran"])
 
 
 def test_ran_goes_through_the_same_cli_and_service(tiny_object, tmp_path):

@@ -261,18 +261,9 @@ class Detector:
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, d / "config.yaml")
-        nets = self.networks()
-        for name, net in nets.items():
+        for name, net in self.networks().items():
             save_tensors(net.state_dict(), d / f"{name}.safetensors")
-        meta = {"ddad_version": __version__, "method": self.name, "preset": self.cfg.model.preset,
-                "image_size": self.cfg.data.image_size, "normalisation": "images in [0,1] -> model space [-1,1]",
-                "schedule": to_dict(self.cfg.schedule), "networks": sorted(nets),
-                "parameters": {k: count_parameters(v) for k, v in nets.items()}, "config": to_dict(self.cfg),
-                "adapted": self.adapted, "train_steps": self.train_result.steps if self.train_result else None,
-                **self.describe()}
-        # facts of the training run that a loaded detector no longer holds (train_steps after `ddad adapt`) are kept
-        meta |= {k: v for k, v in self.loaded_meta.items() if meta.get(k) is None and v is not None}
-        save_json(meta, d / "model.json")
+        save_json(self.model_meta(), d / "model.json")
         for flag, name, tensors in ((self.adapted, "extractor", lambda: self.extractor.state_dict()),
                                     (bool(self.state()), "state", self.state)):
             if flag:
@@ -283,6 +274,32 @@ class Detector:
             save_json(self.calibration.to_json(), d / "calibration.json")
         return d
 
+    def model_meta(self) -> dict:
+        """model.json: the config, what the networks are, whether the extractor is adapted, the method's describe()."""
+        nets = self.networks()
+        meta = {"ddad_version": __version__, "method": self.name, "preset": self.cfg.model.preset,
+                "image_size": self.cfg.data.image_size, "normalisation": "images in [0,1] -> model space [-1,1]",
+                "schedule": to_dict(self.cfg.schedule), "networks": sorted(nets),
+                "parameters": {k: count_parameters(v) for k, v in nets.items()}, "config": to_dict(self.cfg),
+                "adapted": self.adapted, "train_steps": self.train_result.steps if self.train_result else None,
+                **self.describe()}
+        # facts of the training run that a loaded detector no longer holds (train_steps after `ddad adapt`) are kept
+        return meta | {k: v for k, v in self.loaded_meta.items() if meta.get(k) is None and v is not None}
+
+    @staticmethod
+    def from_meta(meta: dict, state: dict[str, torch.Tensor], calibration: Calibration | None,
+                  where: str = "model.json") -> "Detector":
+        """The detector a model.json describes (`model_meta`), with its fitted state and calibration, on the CPU; its
+        networks' weights (and the adapted extractor's, where meta says adapted) are the caller's to load."""
+        cfg = from_dict(DDADConfig, migrate(meta["config"]), where=where)
+        from . import METHODS
+
+        det = METHODS[cfg.method].build(cfg, meta)
+        det.loaded_meta = meta
+        det.load_state(state)
+        det.calibration = calibration
+        return det
+
     @staticmethod
     def load(run_dir: str | Path, device: str = "cpu", backend: str = "torch", precision: str = "fp32") -> "Detector":
         """Load a model directory; its model.json says which method it is (models from before methods: DDAD).
@@ -292,12 +309,12 @@ class Detector:
         if not d.is_dir():
             raise ModelFileError(f"model directory {d} does not exist; train one with `ddad train`")
         keep_freed_memory()
-        meta = load_json(d / "model.json")
-        cfg = from_dict(DDADConfig, migrate(meta["config"]), where=str(d / "model.json"))
-        from . import METHODS
-
-        det = METHODS[cfg.method].build(cfg, meta)  # on the CPU, moved to `device` at the end
-        det.loaded_meta = meta
+        state = load_tensors(d / "state.safetensors") if (d / "state.safetensors").is_file() else {}
+        calibration = (Calibration.from_json(load_json(d / "calibration.json"))
+                       if (d / "calibration.json").is_file() else None)
+        # on the CPU, moved to `device` at the end
+        det = Detector.from_meta(load_json(d / "model.json"), state, calibration, where=str(d / "model.json"))
+        meta, cfg = det.loaded_meta, det.cfg
         try:
             for name, net in det.networks().items():
                 net.load_state_dict(load_tensors(d / f"{name}.safetensors"))
@@ -307,9 +324,6 @@ class Detector:
         except RuntimeError as e:
             raise ModelFileError(f"weights in {d} do not match its config (method {cfg.method}, preset "
                                  f"{cfg.model.preset}, backbone {cfg.features.backbone}): {str(e).splitlines()[0]}") from e
-        det.load_state(load_tensors(d / "state.safetensors") if (d / "state.safetensors").is_file() else {})
-        if (d / "calibration.json").is_file():
-            det.calibration = Calibration.from_json(load_json(d / "calibration.json"))
         from ..runtime import use_backend
 
         return use_backend(det.to(device), d, backend, precision)
